@@ -1,0 +1,1 @@
+"""Reading pretrained checkpoints."""

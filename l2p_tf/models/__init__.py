@@ -1,0 +1,1 @@
+"""Vision Transformer, prompt pool and the L2P classifier."""
