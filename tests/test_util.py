@@ -34,51 +34,63 @@ def mirrored_strategy() -> tf.distribute.MirroredStrategy:
   return tf.distribute.MirroredStrategy(devices[:2])
 
 
-def random_vit_arrays(variant: str = 'tiny', image_size: int = 32, *, seed: int = 0, representation_size=None,
-                      num_classes: int = 0, dtype=np.float32) -> dict[str, np.ndarray]:
-  """Random arrays under the original vision_transformer key names and shapes, for a given variant.
+def vit_array_shapes(variant: str = 'tiny', image_size: int = 32, *, representation_size=None,
+                     num_classes: int = 0) -> dict[str, tuple]:
+  """The original vision_transformer key names and shapes for a variant, written from the flax layout.
 
-  Written independently of the model code (from the flax layout), so a test that loads them checks the model's
-  variable map too.
+  Written independently of the model code, so a test that loads arrays of these shapes checks the model's variable
+  map too.
   """
   from l2p_tf.models import vit as vit_lib  # pylint: disable=g-import-not-at-top
   cfg = vit_lib.get_config(variant)
-  rng = np.random.default_rng(seed)
   d, h, p, m = cfg.hidden_size, cfg.num_heads, cfg.patch_size, cfg.mlp_dim
   k = d // h
-  n = (image_size // p) ** 2 + 1
-
-  def r(*shape, scale=0.05):
-    return (rng.standard_normal(shape) * scale).astype(dtype)
-
   out = {
-      'cls': r(1, 1, d),
-      'embedding/kernel': r(p, p, 3, d),
-      'embedding/bias': r(d),
-      'Transformer/posembed_input/pos_embedding': r(1, n, d, scale=0.02),
-      'Transformer/encoder_norm/scale': (1 + r(d)).astype(dtype),
-      'Transformer/encoder_norm/bias': r(d),
+      'cls': (1, 1, d),
+      'embedding/kernel': (p, p, 3, d),
+      'embedding/bias': (d,),
+      'Transformer/posembed_input/pos_embedding': (1, (image_size // p) ** 2 + 1, d),
+      'Transformer/encoder_norm/scale': (d,),
+      'Transformer/encoder_norm/bias': (d,),
   }
   for i in range(cfg.num_layers):
     b = f'Transformer/encoderblock_{i}'
     for ln in ('LayerNorm_0', 'LayerNorm_2'):
-      out[f'{b}/{ln}/scale'] = (1 + r(d)).astype(dtype)
-      out[f'{b}/{ln}/bias'] = r(d)
+      out[f'{b}/{ln}/scale'] = (d,)
+      out[f'{b}/{ln}/bias'] = (d,)
     for name in ('query', 'key', 'value'):
-      out[f'{b}/MultiHeadDotProductAttention_1/{name}/kernel'] = r(d, h, k, scale=d ** -0.5)
-      out[f'{b}/MultiHeadDotProductAttention_1/{name}/bias'] = r(h, k)
-    out[f'{b}/MultiHeadDotProductAttention_1/out/kernel'] = r(h, k, d, scale=d ** -0.5)
-    out[f'{b}/MultiHeadDotProductAttention_1/out/bias'] = r(d)
-    out[f'{b}/MlpBlock_3/Dense_0/kernel'] = r(d, m, scale=d ** -0.5)
-    out[f'{b}/MlpBlock_3/Dense_0/bias'] = r(m)
-    out[f'{b}/MlpBlock_3/Dense_1/kernel'] = r(m, d, scale=m ** -0.5)
-    out[f'{b}/MlpBlock_3/Dense_1/bias'] = r(d)
+      out[f'{b}/MultiHeadDotProductAttention_1/{name}/kernel'] = (d, h, k)
+      out[f'{b}/MultiHeadDotProductAttention_1/{name}/bias'] = (h, k)
+    out[f'{b}/MultiHeadDotProductAttention_1/out/kernel'] = (h, k, d)
+    out[f'{b}/MultiHeadDotProductAttention_1/out/bias'] = (d,)
+    out[f'{b}/MlpBlock_3/Dense_0/kernel'] = (d, m)
+    out[f'{b}/MlpBlock_3/Dense_0/bias'] = (m,)
+    out[f'{b}/MlpBlock_3/Dense_1/kernel'] = (m, d)
+    out[f'{b}/MlpBlock_3/Dense_1/bias'] = (d,)
   if representation_size:
-    out['pre_logits/kernel'] = r(d, representation_size)
-    out['pre_logits/bias'] = r(representation_size)
+    out['pre_logits/kernel'] = (d, representation_size)
+    out['pre_logits/bias'] = (representation_size,)
   if num_classes:
-    out['head/kernel'] = r(representation_size or d, num_classes)
-    out['head/bias'] = r(num_classes)
+    out['head/kernel'] = (representation_size or d, num_classes)
+    out['head/bias'] = (num_classes,)
+  return out
+
+
+def random_vit_arrays(variant: str = 'tiny', image_size: int = 32, *, seed: int = 0, representation_size=None,
+                      num_classes: int = 0, dtype=np.float32) -> dict[str, np.ndarray]:
+  """Random arrays under the original key names and shapes (`vit_array_shapes`), scaled like trained weights."""
+  rng = np.random.default_rng(seed)
+  out = {}
+  for key, shape in vit_array_shapes(variant, image_size, representation_size=representation_size,
+                                     num_classes=num_classes).items():
+    fan_in = shape[0] if key.endswith('kernel') and len(shape) > 1 else 1
+    scale = 0.02 if 'pos_embedding' in key else (fan_in ** -0.5 if fan_in > 1 else 0.05)
+    if key.endswith('embedding/kernel'):
+      scale = (shape[0] * shape[1] * shape[2]) ** -0.5
+    arr = rng.standard_normal(shape, dtype=np.float32) * scale
+    if key.endswith('/scale'):
+      arr += 1.0
+    out[key] = arr.astype(dtype)
   return out
 
 
