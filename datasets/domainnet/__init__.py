@@ -1,0 +1,1 @@
+"""domainnet_continual dataset (DomainNet with a `domain` feature and per-domain splits)."""
