@@ -1,0 +1,58 @@
+"""Gin parsing for the command-line tools: files, bindings, search paths, and the operative config."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Sequence
+
+import gin
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GIN_CONFIGS_DIR = os.path.join(REPO_ROOT, 'gin_configs')
+
+
+class GinConfigError(ValueError):
+  """A gin file or binding cannot be parsed or names something unknown."""
+
+
+def parse(gin_files: Sequence[str], gin_bindings: Sequence[str] = (), search_paths: Sequence[str] = ()) -> None:
+  """Parses gin files then bindings (later ones override earlier ones); does not finalize.
+
+  Files are looked up as given, then in each search path, then in the repository root and `gin_configs/`, so
+  `--gin_file=experiments/cifar100_l2p.gin` and `include 'base.gin'` both work from any directory.
+
+  Raises:
+    GinConfigError: a file is missing, or gin rejects a file or binding; the message names the file (and, where
+      gin says it, the line) and what gin objected to.
+  """
+  gin.clear_config()
+  paths = list(search_paths) + [REPO_ROOT, GIN_CONFIGS_DIR]
+  for p in paths:
+    gin.add_config_file_search_path(p)
+  resolved = [_resolve(f, paths) for f in gin_files]
+  for path in resolved:
+    try:
+      gin.parse_config_file(path)
+    except Exception as e:  # gin raises ValueError, SyntaxError, ImportError, AttributeError, ...
+      raise GinConfigError(f'Gin file {path}: {type(e).__name__}: {e}') from e
+  for binding in gin_bindings:
+    try:
+      gin.parse_config(binding)
+    except Exception as e:
+      raise GinConfigError(f'Gin binding {binding!r}: {type(e).__name__}: {e}') from e
+
+
+def _resolve(path: str, search_paths: Sequence[str]) -> str:
+  if os.path.exists(path):
+    return path
+  for base in search_paths:
+    candidate = os.path.join(base, path)
+    if os.path.exists(candidate):
+      return candidate
+  raise GinConfigError(f'Gin file {path!r} not found (looked in the current directory and {list(search_paths)}).')
+
+
+def config_hash() -> str:
+  """A short hash of the full parsed configuration (to tell runs of different configs apart)."""
+  return hashlib.sha256(gin.config_str().encode()).hexdigest()[:16]

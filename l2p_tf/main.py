@@ -1,0 +1,71 @@
+r"""Runs an L2P continual-learning experiment from gin files.
+
+  python -m l2p_tf.main --model_dir=/tmp/l2p --gin_file=gin_configs/experiments/cifar100_l2p.gin \
+      [--gin_file=gin_configs/local_tiny.gin] [--gin_bindings='INIT_CHECKPOINT = "/ckpt/ViT-B_16.npz"'] \
+      [--strategy=one_device|mirrored|multi_worker_mirrored|tpu] [--tpu=ADDRESS] \
+      [--tfds_data_dir=DIR] [--tfds_manual_dir=DIR] [--mode=train|eval]
+
+Flags carry infrastructure only; every hyperparameter is a gin binding (see gin_configs/). A rerun of the same
+command resumes from the newest checkpoint in --model_dir.
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+import l2p_tf  # pylint: disable=unused-import  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('model_dir', None, 'Directory for checkpoints, summaries, config.gin and results.', required=True)
+flags.DEFINE_multi_string('gin_file', [], 'Gin files, parsed in order (later ones override earlier ones).')
+flags.DEFINE_multi_string('gin_bindings', [], 'Gin bindings, applied after the files, e.g. "SEED = 1".')
+flags.DEFINE_multi_string('gin_search_paths', [], 'Extra directories to look for gin files and includes in.')
+flags.DEFINE_enum('strategy', 'one_device', ['one_device', 'mirrored', 'multi_worker_mirrored', 'tpu'],
+                  'tf.distribute strategy.')
+flags.DEFINE_string('tpu', '', 'TPU address (tpu strategy); "" or "local" on a TPU VM.')
+flags.DEFINE_integer('num_gpus', None, 'GPUs to use (mirrored / one_device); default: all visible.')
+flags.DEFINE_string('tfds_data_dir', None, 'tensorflow-datasets data directory (local or gs://).')
+flags.DEFINE_string('tfds_manual_dir', None,
+                    'Directory with manually downloaded dataset files (e.g. ../shared/data with cifar-100-python/); '
+                    'switches CIFAR-100, MNIST, notMNIST and Fashion-MNIST to local-file builders (no network).')
+flags.DEFINE_enum('mode', 'train', ['train', 'eval'], 'train (or resume), or re-evaluate the newest checkpoint.')
+
+
+def make_strategy(name: str, tpu: str = '', num_gpus=None):
+  """Builds the tf.distribute strategy named on the command line."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from official.common import distribute_utils  # pylint: disable=g-import-not-at-top
+  gpus = len(tf.config.list_physical_devices('GPU')) if num_gpus is None else num_gpus
+  if name == 'one_device':
+    return tf.distribute.OneDeviceStrategy('/gpu:0' if gpus else '/cpu:0')
+  if name == 'tpu':
+    return distribute_utils.get_distribution_strategy('tpu', tpu_address=tpu or '')
+  return distribute_utils.get_distribution_strategy(name, num_gpus=gpus)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  import gin  # pylint: disable=g-import-not-at-top
+  from l2p_tf import gin_utils  # pylint: disable=g-import-not-at-top
+  from l2p_tf import train_lib  # pylint: disable=g-import-not-at-top
+  if not FLAGS.gin_file:
+    raise app.UsageError('Give at least one --gin_file (e.g. gin_configs/experiments/quickstart.gin).')
+  try:
+    gin_utils.parse(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.gin_search_paths)
+    run = gin.get_configurable(train_lib.run)
+  except (gin_utils.GinConfigError, ValueError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  gin.finalize()
+  strategy = make_strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.num_gpus)
+  logging.info('Strategy %s with %d replicas.', type(strategy).__name__, strategy.num_replicas_in_sync)
+  run(model_dir=FLAGS.model_dir, strategy=strategy, mode=FLAGS.mode, data_dir=FLAGS.tfds_data_dir,
+      manual_dir=FLAGS.tfds_manual_dir)
+  return 0
+
+
+if __name__ == '__main__':
+  app.run(main)

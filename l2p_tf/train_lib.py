@@ -1,0 +1,380 @@
+"""The continual loop: task after task, train -> evaluate every seen task -> record -> checkpoint.
+
+`run` owns the checkpoint manager, the summary writers, the results files and the task index. Training within a
+task is orbit's (`orbit.Controller` + `L2PTrainer`): it restores the newest checkpoint on start (or reads the
+pretrained `.npz` on a fresh start), saves every `checkpoint_every_steps` steps and at each task's end, and writes
+train summaries. One checkpoint holds the model, the optimizer, the global step, the number of finished tasks, the
+accuracy matrix so far and the accumulated wall time; the position in the data stream is derived from the global
+step (task t starts at the sum of the earlier tasks' step counts, and its input pipeline can start at any step), so
+a rerun of the same command resumes where the last checkpoint left off, mid-task included, and ends with the same
+results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import shutil
+import sys
+import time
+from typing import Callable, Optional, Sequence
+
+from absl import logging
+import gin
+import numpy as np
+import orbit
+import tensorflow as tf
+import tf_keras
+
+from l2p_tf import cl_metrics
+from l2p_tf import evaluator as evaluator_lib
+from l2p_tf import gin_utils
+from l2p_tf import optimizers
+from l2p_tf import results as results_lib
+from l2p_tf import trainer as trainer_lib
+from l2p_tf.checkpoints import npz_loader
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+  """True on the one worker that writes results, summaries and the real checkpoints."""
+  resolver = getattr(strategy, 'cluster_resolver', None)
+  if resolver is None or not getattr(resolver, 'task_type', None):
+    return True
+  task_type, task_id = resolver.task_type, resolver.task_id
+  if task_type == 'chief':
+    return True
+  has_chief = 'chief' in resolver.cluster_spec().as_dict()
+  return task_type == 'worker' and task_id == 0 and not has_chief
+
+
+def _say(msg: str) -> None:
+  print(msg, flush=True)
+
+
+@dataclasses.dataclass
+class _State:
+  """Variables that go into the checkpoint besides model and optimizer."""
+  global_step: tf.Variable
+  task_index: tf.Variable
+  tasks_done: tf.Variable
+  accuracy_matrix: tf.Variable
+  wall_time: tf.Variable
+
+
+class ProgressAction:
+  """Prints a progress line after each train loop: task, step/total, loss, accuracy, images/s, ETA."""
+
+  def __init__(self, *, total_tasks: int, log_every_steps: int):
+    self.total_tasks = total_tasks
+    self.log_every_steps = max(1, log_every_steps)
+    self.task = 0
+    self.task_name = ''
+    self.start_step = self.end_step = 0
+    self._t0 = time.perf_counter()
+    self._s0 = 0
+    self._last_logged = -1
+    self.global_step = None
+
+  def begin_task(self, task: int, name: str, start_step: int, end_step: int, current_step: int):
+    self.task, self.task_name = task, name
+    self.start_step, self.end_step = start_step, end_step
+    self._t0, self._s0 = time.perf_counter(), current_step
+    self._last_logged = current_step
+
+  def __call__(self, output):
+    step = int(self.global_step.numpy())
+    done = step >= self.end_step
+    if not done and step - self._last_logged < self.log_every_steps:
+      return
+    self._last_logged = step
+    total = self.end_step - self.start_step
+    rate = (step - self._s0) / max(time.perf_counter() - self._t0, 1e-9)
+    eta = datetime.timedelta(seconds=round((self.end_step - step) / rate)) if rate > 0 else '?'
+    _say(f'[task {self.task + 1}/{self.total_tasks} {self.task_name}] step {step - self.start_step}/{total} '
+         f'({100.0 * (step - self.start_step) / max(total, 1):.0f}%)  loss {float(output["loss"]):.4f}  '
+         f'train_acc {float(output["train_accuracy"]):.2f}%  {float(output["images_per_second"]):.0f} img/s  '
+         f'ETA {eta}')
+
+
+def _metric_curves(acc: np.ndarray, scenario: str) -> dict:
+  if scenario == 'task_agnostic':
+    done = [float(r[0]) for r in acc if not np.isnan(r[0])]
+    return {'avg_acc': done, 'forgetting': [None] * len(done), 'backward': [None] * len(done),
+            'learning_acc': [None] * len(done)}
+  return cl_metrics.metric_curves(acc)
+
+
+def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable, vit: Callable, model: Callable,
+        optimizer: Callable = optimizers.build_optimizer, prompt_pool: Optional[Callable] = None,
+        mode: str = 'train', data_dir: Optional[str] = None, manual_dir: Optional[str] = None,
+        init_checkpoint: str = '', global_batch_size: int = 128, eval_batch_size: Optional[int] = None,
+        pull_coefficient: float = 1.0, grad_clip_norm: Optional[float] = 1.0, reset_optimizer_per_task: bool = True,
+        use_label_mask: bool = True, seed: int = 42, steps_per_loop: int = 20, log_every_steps: int = 50,
+        checkpoint_every_steps: int = 500, max_checkpoints_to_keep: int = 2,
+        eval_selections: Sequence[str] = ('batchwise',), jit_compile: bool = False,
+        deterministic_ops: bool = False) -> dict:
+  """Trains and evaluates one continual-learning run in `model_dir` (or resumes it); returns the results dict.
+
+  Args:
+    model_dir: where checkpoints, summaries, `config.gin` and the results files go.
+    strategy: a `tf.distribute` strategy (everything that creates variables is built under its scope).
+    benchmark: `benchmark(data_dir=..., manual_dir=...)` -> a `continual.ContinualBenchmark`.
+    vit: `vit()` -> a `VisionTransformer` (the backbone).
+    model: `model(vit=..., prompt_pool=..., num_classes=...)` -> an `L2PModel`.
+    optimizer: `optimizer(global_batch_size=...)` -> a tf_keras optimizer.
+    prompt_pool: `prompt_pool(embed_dim=..., num_tasks=...)` -> a `PromptPool`; None for a model without prompts.
+    mode: 'train' (train, or resume, then evaluate) or 'eval' (re-evaluate the newest checkpoint).
+    data_dir, manual_dir: tfds data and manual-download directories (from the command-line flags).
+    init_checkpoint: path of an original ViT `.npz` read on a fresh start; '' means a random backbone.
+    global_batch_size: examples per training step over all replicas; must be divisible by the replica count.
+    eval_batch_size: examples per evaluation step over all replicas (default: `global_batch_size`).
+    pull_coefficient: weight of the key-query pull constraint.
+    grad_clip_norm: global-norm gradient clipping; None or 0 disables it.
+    reset_optimizer_per_task: zero the optimizer's step and moments at the start of each task.
+    use_label_mask: class-incremental logit mask in training.
+    seed: seeds initialisation and the data order/augmentation.
+    steps_per_loop: steps per compiled inner loop (progress and checkpoint cadence are multiples of it).
+    log_every_steps: progress-line cadence.
+    checkpoint_every_steps: checkpoint cadence within a task (a checkpoint is also written at every task's end).
+    max_checkpoints_to_keep: newest checkpoints kept.
+    eval_selections: prompt-selection modes evaluated; the first fills the accuracy matrix.
+    jit_compile: XLA-compile the per-replica train step.
+    deterministic_ops: enable TensorFlow's op determinism (bit-exact reruns on GPU; CPU is deterministic anyway).
+
+  Returns:
+    The results dict written to `model_dir/results.json`.
+
+  Raises:
+    ValueError: inconsistent settings (batch not divisible by replicas, image sizes that disagree, unknown mode).
+  """
+  wall_start = time.time()
+  if mode not in ('train', 'eval'):
+    raise ValueError(f"Unknown mode {mode!r}; use 'train' or 'eval'.")
+  replicas = strategy.num_replicas_in_sync
+  if global_batch_size % replicas:
+    raise ValueError(f'global_batch_size={global_batch_size} is not divisible by the {replicas} replicas of '
+                     f'{type(strategy).__name__}; use a multiple of {replicas}.')
+  eval_batch_size = eval_batch_size or global_batch_size
+  if eval_batch_size % replicas:
+    raise ValueError(f'eval_batch_size={eval_batch_size} is not divisible by the {replicas} replicas.')
+  chief = is_chief(strategy)
+  if deterministic_ops:
+    tf.config.experimental.enable_op_determinism()
+  tf_keras.utils.set_random_seed(seed)
+
+  bench = benchmark(data_dir=data_dir, manual_dir=manual_dir)
+  num_tasks = len(bench.tasks)
+  num_eval = len(bench.eval_names)
+  task_steps = [bench.steps_per_task(t, global_batch_size) for t in range(num_tasks)]
+  task_starts = np.concatenate([[0], np.cumsum(task_steps)]).astype(int).tolist()
+  for t, n in enumerate(task_steps):
+    if n <= 0:
+      raise ValueError(f'Task {t} ({bench.tasks[t].name}) has {bench.num_train_examples(t)} training examples, '
+                       f'fewer than one global batch of {global_batch_size}: it would train for 0 steps. Lower '
+                       'global_batch_size or check the task definition.')
+
+  with strategy.scope():
+    backbone = vit()
+    if getattr(bench, 'image_size', backbone.image_size) != backbone.image_size:
+      raise ValueError(f'The benchmark makes {bench.image_size}px images but the ViT expects '
+                       f'{backbone.image_size}px; bind both to the same IMAGE_SIZE.')
+    pool = prompt_pool(embed_dim=backbone.hidden_size, num_tasks=num_tasks) if prompt_pool else None
+    net = model(vit=backbone, prompt_pool=pool, num_classes=bench.num_classes)
+    opt = optimizer(global_batch_size=global_batch_size)
+    opt.build(net.trainable_variables)
+    state = _State(
+        global_step=orbit.utils.create_global_step(),
+        task_index=tf.Variable(0, dtype=tf.int32, trainable=False, name='task_index',
+                               aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA),
+        tasks_done=tf.Variable(0, dtype=tf.int64, trainable=False, name='tasks_done',
+                               aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA),
+        accuracy_matrix=tf.Variable(np.full((num_tasks, num_eval), np.nan, np.float32), trainable=False,
+                                    name='accuracy_matrix', aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA),
+        wall_time=tf.Variable(0.0, dtype=tf.float64, trainable=False, name='wall_time',
+                              aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA))
+
+  ckpt = tf.train.Checkpoint(model=net, optimizer=opt, **dataclasses.asdict(state))
+  ckpt_dir = os.path.join(model_dir, 'checkpoints')
+  if not chief:  # Non-chief workers take part in the collective save but write to a scratch directory.
+    ckpt_dir = os.path.join(model_dir, f'.worker_{strategy.cluster_resolver.task_id}', 'checkpoints')
+
+  def init_fn():
+    if init_checkpoint:
+      report = npz_loader.load_vit_npz(backbone, init_checkpoint)
+      _say(f'Backbone: loaded {len(report.loaded)} arrays from {init_checkpoint} ({report.seconds:.1f}s).')
+    else:
+      _say('Backbone: RANDOM weights (INIT_CHECKPOINT is empty). Accuracy will be far below the paper\'s, which '
+           'needs a pretrained ViT; set INIT_CHECKPOINT to an original .npz.')
+
+  manager = tf.train.CheckpointManager(
+      ckpt, ckpt_dir, max_to_keep=max_checkpoints_to_keep, step_counter=state.global_step,
+      checkpoint_interval=checkpoint_every_steps, init_fn=init_fn)
+  if mode == 'eval' and manager.latest_checkpoint is None:
+    raise ValueError(f'--mode=eval needs a checkpoint, and {ckpt_dir} has none. Train first (--mode=train).')
+
+  trainer = trainer_lib.L2PTrainer(
+      strategy=strategy, model=net, optimizer=opt, global_step=state.global_step, task_index=state.task_index,
+      global_batch_size=global_batch_size, pull_coefficient=pull_coefficient, grad_clip_norm=grad_clip_norm,
+      use_label_mask=use_label_mask, jit_compile=jit_compile)
+  progress = ProgressAction(total_tasks=num_tasks, log_every_steps=log_every_steps)
+  progress.global_step = state.global_step
+  summary_root = model_dir if chief else os.path.join(model_dir, f'.worker_{strategy.cluster_resolver.task_id}')
+  controller = orbit.Controller(
+      global_step=state.global_step, trainer=trainer, strategy=strategy, steps_per_loop=steps_per_loop,
+      checkpoint_manager=manager, summary_dir=os.path.join(summary_root, 'train'), train_actions=[progress])
+  evaluator = evaluator_lib.Evaluator(strategy=strategy, model=net, selections=eval_selections,
+                                      pool_size=pool.pool_size if pool is not None else 0)
+  eval_writer = tf.summary.create_file_writer(os.path.join(summary_root, 'eval')) if chief else (
+      tf.summary.create_noop_writer())
+  restored_from = manager.latest_checkpoint
+  step0 = int(state.global_step.numpy())
+
+  operative = gin.operative_config_str() if gin.config_str() else ''
+  config_hash = gin_utils.config_hash() if gin.config_str() else ''
+  if chief:
+    tf.io.gfile.makedirs(model_dir)
+    if operative:
+      results_lib.atomic_write(os.path.join(model_dir, 'config.gin'), operative)
+      with eval_writer.as_default():
+        tf.summary.text('gin/operative_config', '```\n' + operative + '\n```', step=step0)
+
+  _say(f'l2p-tf | {bench.name} ({bench.scenario}), {num_tasks} tasks, {bench.num_classes} classes | '
+       f'{type(strategy).__name__} x{replicas} | global batch {global_batch_size} | model_dir {model_dir}')
+  if hasattr(net, 'summary_line'):
+    _say(net.summary_line())
+  if restored_from:
+    _say(f'Resuming from {restored_from} (step {step0}, {int(state.tasks_done.numpy())} tasks finished).')
+
+  eval_datasets = {}
+
+  def eval_dataset(i):
+    if i not in eval_datasets:
+      eval_datasets[i] = strategy.distribute_datasets_from_function(
+          lambda ctx: bench.eval_dataset(i, ctx, global_batch_size=eval_batch_size))
+    return eval_datasets[i]
+
+  names = [t.name for t in bench.tasks]
+  extra_matrices = {s: np.full((num_tasks, num_eval), np.nan) for s in evaluator.selections[1:]}
+  eval_histograms = {}
+
+  def evaluate_after(t: int) -> np.ndarray:
+    row = np.full(num_eval, np.nan)
+    for i in bench.eval_ids_after(t):
+      start = time.perf_counter()
+      res = evaluator.evaluate(eval_dataset(i))
+      primary = res[evaluator.selections[0]]
+      row[i] = primary['accuracy']
+      eval_histograms[bench.eval_names[i]] = primary['prompt_histogram'].tolist()
+      for s in evaluator.selections[1:]:
+        extra_matrices[s][t, i] = res[s]['accuracy']
+      logging.info('eval after task %d on %s: %.2f%% of %d (%.1fs)', t, bench.eval_names[i], primary['accuracy'],
+                   primary['count'], time.perf_counter() - start)
+    return row
+
+  def build_results(acc: np.ndarray, done: int) -> dict:
+    rows = acc[:done]
+    curves = _metric_curves(rows, bench.scenario)
+    out = {
+        'benchmark': bench.name, 'scenario': bench.scenario, 'num_tasks': num_tasks, 'tasks_done': done,
+        'complete': done == num_tasks, 'eval_names': list(bench.eval_names),
+        'tasks': [{'name': task.name, 'classes': [int(c) for c in task.classes],
+                   'train_examples': int(bench.num_train_examples(k)), 'steps': int(task_steps[k])}
+                  for k, task in enumerate(bench.tasks)],
+        'accuracy_matrix': results_lib.matrix_to_lists(rows),
+        **curves,
+        'final': {k: (v[-1] if v else None) for k, v in curves.items()},
+    }
+    for s, m in extra_matrices.items():
+      out[f'accuracy_matrix_{s}'] = results_lib.matrix_to_lists(m[:done])
+    if pool is not None:
+      out['prompt_usage_train'] = pool.usage.numpy()[:done].astype(int).tolist()
+      out['prompt_histogram_eval'] = eval_histograms
+    out.update({'global_step': int(state.global_step.numpy()), 'global_batch_size': global_batch_size,
+                'strategy': type(strategy).__name__, 'num_replicas': replicas, 'seed': seed,
+                'gin_config_hash': config_hash,
+                'wall_time_seconds': round(float(state.wall_time.numpy()) + time.time() - wall_start, 1)})
+    return out
+
+  def record(t: int, acc: np.ndarray, done: int) -> dict:
+    res = build_results(acc, done)
+    if not chief:
+      return res
+    png = results_lib.write_all(model_dir, res, acc[:done], names if bench.scenario != 'task_agnostic' else names)
+    step = int(state.global_step.numpy())
+    with eval_writer.as_default():
+      for i in bench.eval_ids_after(t):
+        tf.summary.scalar(f'accuracy_{i}', acc[t, i], step=step)
+      for k in ('avg_acc', 'forgetting', 'backward', 'learning_acc'):
+        if res[k] and res[k][-1] is not None:
+          tf.summary.scalar(k, res[k][-1], step=step)
+      for s, m in extra_matrices.items():
+        tf.summary.scalar(f'avg_acc_{s}', float(np.nanmean(m[t])), step=step)
+      if pool is not None:
+        usage = pool.usage.numpy()[t]
+        ids = np.repeat(np.arange(len(usage)), usage.astype(np.int64))
+        tf.summary.histogram(f'prompt_usage/task_{t}', ids.astype(np.float32), step=step,
+                             buckets=len(usage))
+      tf.summary.image('accuracy_matrix', tf.image.decode_png(png)[None], step=step)
+    eval_writer.flush()
+    return res
+
+  acc = state.accuracy_matrix.numpy().astype(np.float64)
+  done = int(state.tasks_done.numpy())
+
+  if mode == 'eval':
+    t = min(done if int(state.global_step.numpy()) > task_starts[min(done, num_tasks - 1)] else done - 1,
+            num_tasks - 1)
+    if t < 0:
+      raise ValueError('The checkpoint has not trained any task yet; nothing to evaluate.')
+    state.task_index.assign(t)
+    row = evaluate_after(t)
+    acc_eval = acc.copy()
+    acc_eval[t] = row
+    res = build_results(acc_eval, t + 1)
+    if chief:
+      results_lib.atomic_write(os.path.join(model_dir, 'eval_results.json'), json.dumps(res, indent=2) + '\n')
+    _say(cl_metrics.format_matrix(acc_eval[:t + 1], names) if bench.scenario != 'task_agnostic' else
+         f'accuracy on {bench.eval_names[0]}: {row[0]:.2f}%')
+    return res
+
+  res = build_results(acc, done)
+  for t in range(done, num_tasks):
+    start, end = task_starts[t], task_starts[t + 1]
+    state.task_index.assign(t)
+    gs = int(state.global_step.numpy())
+    if gs < end:
+      if gs == start and reset_optimizer_per_task:
+        optimizers.reset_optimizer(opt)
+      _say(f'== Task {t + 1}/{num_tasks} ({bench.tasks[t].name}): {len(bench.tasks[t].classes)} classes, '
+           f'{bench.num_train_examples(t)} examples, steps {gs - start}/{end - start} done')
+      trainer.train_dataset = strategy.distribute_datasets_from_function(
+          lambda ctx, t=t, skip=gs - start: bench.train_dataset(t, ctx, global_batch_size=global_batch_size,
+                                                                 seed=seed, start_step=skip))
+      progress.begin_task(t, bench.tasks[t].name, start, end, gs)
+      controller.train(steps=end)  # Saves a checkpoint at the task's end.
+    row = evaluate_after(t)
+    acc[t] = row
+    state.accuracy_matrix.assign(acc.astype(np.float32))
+    acc = state.accuracy_matrix.numpy().astype(np.float64)  # What a resumed run reads back, exactly.
+    state.tasks_done.assign(t + 1)
+    state.wall_time.assign(float(state.wall_time.numpy()) + time.time() - wall_start)
+    wall_start = time.time()
+    manager.save(checkpoint_number=int(state.global_step.numpy()), check_interval=False)
+    res = record(t, acc, t + 1)
+    if bench.scenario == 'task_agnostic':
+      _say(f'after segment {t + 1}: accuracy on {bench.eval_names[0]} {acc[t, 0]:.2f}%')
+    else:
+      _say(cl_metrics.format_matrix(acc[:t + 1], names))
+      f = res['final']
+      _say(f'after task {t + 1}: avg_acc {f["avg_acc"]:.2f}  forgetting '
+           f'{"-" if f["forgetting"] is None else format(f["forgetting"], ".2f")}')
+  if not chief:
+    shutil.rmtree(os.path.join(model_dir, f'.worker_{strategy.cluster_resolver.task_id}'), ignore_errors=True)
+  f = res['final']
+  if res['complete']:
+    _say(f'Done: final avg_acc {f["avg_acc"]:.2f}, forgetting '
+         f'{"-" if f["forgetting"] is None else format(f["forgetting"], ".2f")} -> {model_dir}/results.json')
+  sys.stdout.flush()
+  return res

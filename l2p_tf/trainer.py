@@ -1,0 +1,124 @@
+"""One L2P training step, as an `orbit.StandardTrainer`.
+
+A step: the model's frozen query pass and prompted pass (inside `L2PModel.call`), cross-entropy on the logits with
+each example's `label_mask` (classes outside the current task at -inf), minus `pull_coefficient * reduce_sim`;
+gradients of the trainable variables only, summed over replicas, clipped by global norm, applied.
+
+The step knows nothing of tasks beyond the `task_index` variable (read by the prompt pool's task-wise mask) and the
+label mask that arrives with the data, so it is traced once for the whole run.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import orbit
+import tensorflow as tf
+import tf_keras
+
+from l2p_tf import losses
+
+
+class L2PTrainer(orbit.StandardTrainer):
+  """Runs training steps of an `L2PModel` under a `tf.distribute` strategy.
+
+  Args:
+    strategy: the strategy the model and optimizer were built under.
+    model: an `L2PModel` (or any model with the same call contract).
+    optimizer: a tf_keras optimizer, already built for `model.trainable_variables`.
+    global_step: int64 variable incremented once per step (orbit's step counter).
+    task_index: int32 variable holding the current task (for the prompt pool's task-wise mask).
+    global_batch_size: examples per step over all replicas (the loss is summed and divided by it).
+    pull_coefficient: weight of the key-query pull constraint (`reduce_sim`).
+    grad_clip_norm: clip the global gradient norm to this value; None or 0 disables clipping.
+    use_label_mask: apply the data's `label_mask` to the logits (class-incremental training).
+    jit_compile: compile the per-replica step with XLA.
+  """
+
+  def __init__(self, *, strategy: tf.distribute.Strategy, model: tf_keras.Model, optimizer,
+               global_step: tf.Variable, task_index: tf.Variable, global_batch_size: int,
+               pull_coefficient: float = 1.0, grad_clip_norm: Optional[float] = 1.0, use_label_mask: bool = True,
+               jit_compile: bool = False):
+    self.strategy = strategy
+    self.model = model
+    self.optimizer = optimizer
+    self.global_step = global_step
+    self.task_index = task_index
+    self.global_batch_size = global_batch_size
+    self.pull_coefficient = pull_coefficient
+    self.grad_clip_norm = grad_clip_norm
+    self.use_label_mask = use_label_mask
+    self.trace_count = 0  # Python side effect: counts traces of the step function (should stay 1).
+    with strategy.scope():
+      self.loss_metric = tf_keras.metrics.Mean('loss', dtype=tf.float32)
+      self.ce_metric = tf_keras.metrics.Mean('cross_entropy', dtype=tf.float32)
+      self.accuracy_metric = tf_keras.metrics.SparseCategoricalAccuracy('train_accuracy', dtype=tf.float32)
+      self.reduce_sim_metric = tf_keras.metrics.Mean('reduce_sim', dtype=tf.float32)
+      self.grad_norm_metric = tf_keras.metrics.Mean('grad_norm', dtype=tf.float32)
+    self._replica_step = tf.function(self._replica_step_impl, jit_compile=True) if jit_compile else (
+        self._replica_step_impl)
+    self._loop_start = None
+    self._loop_steps = 0
+    super().__init__(train_dataset=None, options=orbit.StandardTrainerOptions(use_tf_while_loop=True))
+
+  @property
+  def metrics(self):
+    return [self.loss_metric, self.ce_metric, self.accuracy_metric, self.reduce_sim_metric, self.grad_norm_metric]
+
+  def train(self, num_steps):
+    self._loop_steps = int(num_steps)
+    return super().train(num_steps)
+
+  def train_loop_begin(self):
+    for m in self.metrics:
+      m.reset_state()
+    self._loop_start = time.perf_counter()
+
+  def train_loop_end(self):
+    out = {m.name: m.result() for m in self.metrics}
+    out['train_accuracy'] = out['train_accuracy'] * 100.0
+    elapsed = time.perf_counter() - self._loop_start
+    out['images_per_second'] = self._loop_steps * self.global_batch_size / max(elapsed, 1e-9)
+    out['learning_rate'] = current_learning_rate(self.optimizer)
+    return out
+
+  def _replica_step_impl(self, batch):
+    ctx = tf.distribute.get_replica_context()
+    variables = self.model.trainable_variables
+    with tf.GradientTape() as tape:
+      out = self.model(batch['image'], task_index=self.task_index, training=True)
+      logits = out['logits']
+      mask = batch['label_mask'] if self.use_label_mask else None
+      ce = losses.cross_entropy(logits, batch['label'], mask)
+      ce_loss = tf.reduce_sum(ce) / self.global_batch_size
+      pull = losses.pull_loss(out['reduce_sim'], self.pull_coefficient) / ctx.num_replicas_in_sync
+      loss = ce_loss + pull
+    grads = tape.gradient(loss, variables)
+    grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) for g, v in zip(grads, variables)]
+    # Sum over replicas first, so the clip applies to the global gradient (as jax.lax.pmean does in the original).
+    grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+    grad_norm = tf.linalg.global_norm(grads)
+    if self.grad_clip_norm:
+      grads, _ = tf.clip_by_global_norm(grads, self.grad_clip_norm, use_norm=grad_norm)
+    self.optimizer.apply_gradients(zip(grads, variables), skip_gradients_aggregation=True)
+    masked_logits = losses.mask_logits(logits, mask) if mask is not None else logits
+    self.accuracy_metric.update_state(batch['label'], masked_logits)
+    # Scale back to per-example means so the logged loss does not depend on the replica count.
+    self.loss_metric.update_state(loss * ctx.num_replicas_in_sync)
+    self.ce_metric.update_state(ce_loss * ctx.num_replicas_in_sync)
+    self.reduce_sim_metric.update_state(out['reduce_sim'])
+    self.grad_norm_metric.update_state(grad_norm)
+
+  def train_step(self, iterator):
+    self.trace_count += 1
+    self.strategy.run(self._replica_step, args=(next(iterator),))
+    self.global_step.assign_add(1)
+
+
+def current_learning_rate(optimizer) -> tf.Tensor:
+  """The optimizer's learning rate now (evaluating a schedule at its own step counter)."""
+  lr = optimizer.learning_rate
+  if isinstance(lr, tf_keras.optimizers.schedules.LearningRateSchedule):
+    return tf.cast(lr(optimizer.iterations), tf.float32)
+  return tf.cast(tf.convert_to_tensor(lr), tf.float32)
