@@ -242,3 +242,15 @@ def test_trainer_step_under_mirrored_strategy_traced_once_across_tasks():
                                 [[8, 8, 0, 0, 0, 0], [0, 0, 8, 8, 0, 0], [0] * 6])
   for v, b in zip(model.vit.variables, vit_before):
     np.testing.assert_array_equal(v.numpy(), b)
+
+
+def test_valid_mask_reaches_the_pool():
+  model = tiny_model(diversity='none')
+  x = tf.gather(images(2), [0, 1, 1, 1])
+  q = model(x)['query'].numpy()
+  # Keys 0, 1 = example 0's query, keys 2, 3 = the query of examples 1-3, keys 4, 5 point away from both.
+  model.prompt_pool.keys.assign(np.stack([q[0], q[0], q[1], q[1], -q[0], -q[1]]))
+  np.testing.assert_array_equal(model(x)['prompt_ids'].numpy(), [[2, 3]] * 4)  # three votes against one
+  # With only the first example real, the batchwise vote is that example's own choice.
+  out = model(x, valid=tf.constant([True, False, False, False]))
+  np.testing.assert_array_equal(out['prompt_ids'].numpy(), [[0, 1]] * 4)

@@ -195,3 +195,17 @@ def test_replicas_vote_on_their_own_half_of_the_batch():
   step(per_replica)
   np.testing.assert_array_equal(pool.usage.numpy(), [[4, 0, 4, 4, 4], [0] * 5, [4, 0, 4, 4, 4]])
   assert step.experimental_get_tracing_count() == 1
+
+
+def test_padding_examples_do_not_vote_count_or_pull():
+  pool = make_pool(diversity='none')
+  queries = tf.constant(QUERIES[[0, 2, 1, 1, 1]])
+  # Everyone votes: picks {0,3}, {3,0}, {2,4} x3 -> 2 and 4 win three to two.
+  np.testing.assert_array_equal(pool(queries)['prompt_ids'].numpy(), [[2, 4]] * 5)
+  # The last three are padding: only {0,3} and {3,0} vote.
+  valid = tf.constant([True, True, False, False, False])
+  out = pool(queries, task_index=tf.constant(0), training=True, valid=valid)
+  np.testing.assert_array_equal(out['prompt_ids'].numpy(), [[0, 3]] * 5)
+  # reduce_sim over the real examples only: q0 1 + 1/sqrt2, q2 1/sqrt2 + 1.
+  np.testing.assert_allclose(out['reduce_sim'].numpy(), 1 + 1 / R2, rtol=1e-6)
+  np.testing.assert_array_equal(pool.usage.numpy()[0], [2, 0, 0, 2, 0])

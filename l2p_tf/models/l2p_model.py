@@ -132,7 +132,7 @@ class L2PModel(tf_keras.Model):
     start = 0 if self.token_order == 'prompts_first' else 1
     return tf.reduce_mean(encoded[:, start:start + p], axis=1)
 
-  def call(self, images, *, task_index=None, training=False, selection: Optional[str] = None) -> dict:
+  def call(self, images, *, task_index=None, training=False, selection: Optional[str] = None, valid=None) -> dict:
     """Classifies `images`.
 
     Args:
@@ -141,6 +141,8 @@ class L2PModel(tf_keras.Model):
         record); None at evaluation.
       training: training mode (dropout, diversity rule, usage record).
       selection: overrides the pool's selection ('batchwise' / 'instancewise') for this call.
+      valid: optional (B,) bool, False for padding examples (a padded evaluation batch): they take no part in the
+        batchwise vote, the usage record or `reduce_sim`; their logits are computed as usual.
 
     Returns:
       {'logits': (B, num_classes) float32, 'reduce_sim': scalar float32 (0 without a pool),
@@ -157,7 +159,7 @@ class L2PModel(tf_keras.Model):
     else:
       # The query pass: same weights, no prompts, no dropout, no gradient (also when the backbone is trained).
       query = tf.stop_gradient(tf.cast(self.vit.encode(x, training=False)[:, 0], tf.float32))
-      pool = self.prompt_pool(query, task_index=task_index, training=training, selection=selection)
+      pool = self.prompt_pool(query, task_index=task_index, training=training, selection=selection, valid=valid)
       encoded = self.vit.encode(self.prompted_tokens(x, pool['prompts']), training=training)
       reduce_sim = pool['reduce_sim']
       prompt_ids = pool['prompt_ids']

@@ -79,20 +79,28 @@ def top_k_ids(scores, k: int):
   return tf.math.top_k(scores, k=k, sorted=True).indices
 
 
-def batchwise_vote(ids, pool_size: int, k: int):
+def selection_counts(ids, pool_size: int, weights=None):
+  """How often each id occurs in `ids` (B, k), each example weighted by `weights` (B,) if given: (M,) float32."""
+  # A one-hot sum rather than tf.math.bincount: it compiles under XLA (TPU) with a static shape.
+  one_hot = tf.one_hot(ids, pool_size, dtype=tf.float32)  # (B, k, M)
+  if weights is not None:
+    one_hot *= tf.cast(weights, tf.float32)[:, tf.newaxis, tf.newaxis]
+  return tf.reduce_sum(one_hot, axis=[0, 1])
+
+
+def batchwise_vote(ids, pool_size: int, k: int, weights=None):
   """Majority vote of a batch's selections.
 
   Args:
     ids: (B, k) int selected ids per example.
     pool_size: M.
     k: how many ids to keep.
+    weights: optional (B,) vote weight per example (0 for padding).
 
   Returns:
     (B, k) int32: the `k` ids picked most often across the batch (ties to the lower id), the same for every example.
   """
-  # A one-hot sum rather than tf.math.bincount: it compiles under XLA (TPU) with a static shape.
-  counts = tf.reduce_sum(tf.one_hot(ids, pool_size, dtype=tf.float32), axis=[0, 1])
-  major = top_k_ids(counts, k)
+  major = top_k_ids(selection_counts(ids, pool_size, weights), k)
   return tf.tile(major[tf.newaxis], [tf.shape(ids)[0], 1])
 
 
@@ -169,7 +177,7 @@ class PromptPool(tf_keras.layers.Layer):
     """N * Lp: the number of tokens the selected prompts add to a sequence."""
     return self.top_k * self.prompt_length
 
-  def call(self, query, *, task_index=None, training=False, selection: Optional[str] = None) -> dict:
+  def call(self, query, *, task_index=None, training=False, selection: Optional[str] = None, valid=None) -> dict:
     """Selects prompts for each query.
 
     Args:
@@ -178,6 +186,8 @@ class PromptPool(tf_keras.layers.Layer):
         the usage record.
       training: the task mask / frequency penalty and the usage record apply only in training.
       selection: overrides `self.selection` ('batchwise' or 'instancewise') for this call.
+      valid: optional (B,) bool, False for padding examples: they do not vote, are not recorded in `usage` and do
+        not enter `reduce_sim` (None: every example is real).
 
     Returns:
       {'prompts': (B, N * Lp, D) float32 (prompt tokens in selection order), 'prompt_ids': (B, N) int32,
@@ -202,30 +212,35 @@ class PromptPool(tf_keras.layers.Layer):
     if active and self.diversity == 'frequency':
       scores = self._frequency_scores(sim, task)
     ids = top_k_ids(scores, n)
+    weights = None if valid is None else tf.cast(valid, tf.float32)
     if selection == 'batchwise':
-      ids = batchwise_vote(ids, m, n)
+      ids = batchwise_vote(ids, m, n, weights)
     if active and self.diversity == 'task_mask':
       fixed = task * n + tf.range(n, dtype=tf.int32)
       ids = tf.where((task + 1) * n <= m, tf.broadcast_to(fixed[tf.newaxis], tf.shape(ids)), ids)
     ids = tf.cast(ids, tf.int32)
 
     selected_keys = tf.gather(key_norm, ids)  # (B, N, D)
-    reduce_sim = tf.reduce_mean(tf.reduce_sum(selected_keys * query_norm[:, tf.newaxis, :], axis=[1, 2]))
+    per_example_sim = tf.reduce_sum(selected_keys * query_norm[:, tf.newaxis, :], axis=[1, 2])  # (B,)
+    if weights is None:
+      reduce_sim = tf.reduce_mean(per_example_sim)
+    else:
+      reduce_sim = tf.math.divide_no_nan(tf.reduce_sum(per_example_sim * weights), tf.reduce_sum(weights))
     batched = tf.gather(prompts, ids)  # (B, N, Lp, D)
     batched = tf.reshape(batched, [tf.shape(ids)[0], self.num_prompt_tokens, self.embed_dim])
 
     if active:
-      self._record_usage(ids, task)
+      self._record_usage(ids, task, weights)
     return {'prompts': batched, 'prompt_ids': ids, 'reduce_sim': reduce_sim}
 
-  def _record_usage(self, ids, task):
-    """Adds this (replica) batch's selections to usage[task]."""
+  def _record_usage(self, ids, task, weights):
+    """Adds this (replica) batch's selections (of real examples) to usage[task]."""
     checks = [
         tf.debugging.assert_non_negative(task, message='task_index must be >= 0'),
         tf.debugging.assert_less(task, self.num_tasks, message=f'task_index must be < num_tasks={self.num_tasks}'),
     ]
     with tf.control_dependencies(checks):
-      counts = tf.reduce_sum(tf.one_hot(ids, self.pool_size, dtype=tf.float32), axis=[0, 1])  # (M,)
+      counts = selection_counts(ids, self.pool_size, weights)  # (M,)
       row = tf.one_hot(task, self.num_tasks, dtype=tf.float32)
       self.usage.assign_add(row[:, tf.newaxis] * counts[tf.newaxis, :])
 
