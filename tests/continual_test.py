@@ -1,0 +1,258 @@
+"""Tests of l2p_tf.continual: task splits, per-task streams, the Gaussian schedule, 5-datasets, DomainNet protocol.
+
+Data comes from `tfds.testing.mock_data` (random images and labels, nothing downloaded) or, for DomainNet, from the
+builder's dummy data prepared into a temporary directory.
+"""
+
+import math
+import os
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from l2p_tf import continual
+from tests import test_util
+
+DOMAINNET_DUMMY = os.path.join(test_util.REPO_ROOT, 'datasets', 'domainnet', 'dummy_data')
+
+
+def _collect(ds):
+  labels, masks, images = [], [], []
+  for x in ds:
+    labels.append(x['label'].numpy())
+    masks.append(x['label_mask'].numpy())
+    images.append(x['image'].numpy())
+  return labels, masks, images
+
+
+class SplitTest(tf.test.TestCase):
+
+  def test_label_order_splits(self):
+    b = continual.split_cifar100()
+    self.assertLen(b.tasks, 10)
+    self.assertEqual(b.tasks[0].classes, tuple(range(10)))
+    self.assertEqual(b.tasks[9].classes, tuple(range(90, 100)))
+    self.assertEqual(b.scenario, 'class_incremental')
+    self.assertEqual(b.eval_names, [f'task_{i}' for i in range(10)])
+    self.assertEqual(b.eval_ids_after(3), [0, 1, 2, 3])
+    self.assertEqual(b.num_classes, 100)
+
+  def test_random_order_disjoint_complete_deterministic(self):
+    for num_tasks in (10, 5, 20):
+      a = continual.split_cifar100(num_tasks=num_tasks, class_order='random', order_seed=3)
+      b = continual.split_cifar100(num_tasks=num_tasks, class_order='random', order_seed=3)
+      c = continual.split_cifar100(num_tasks=num_tasks, class_order='random', order_seed=4)
+      classes = [t.classes for t in a.tasks]
+      self.assertEqual(classes, [t.classes for t in b.tasks])
+      self.assertNotEqual(classes, [t.classes for t in c.tasks])
+      flat = [k for cs in classes for k in cs]
+      self.assertEqual(sorted(flat), list(range(100)))  # Complete and disjoint.
+      self.assertTrue(all(len(cs) == 100 // num_tasks for cs in classes))
+    # The permutation is numpy's default_rng(order_seed), as documented.
+    expected = np.random.default_rng(3).permutation(100)[:10]
+    self.assertEqual(a.tasks[0].classes if len(a.tasks) == 10 else
+                     continual.split_cifar100(class_order='random', order_seed=3).tasks[0].classes,
+                     tuple(sorted(expected.tolist())))
+
+  def test_errors_quote_the_value(self):
+    with self.assertRaisesRegex(ValueError, 'num_tasks=7'):
+      continual.split_cifar100(num_tasks=7)
+    with self.assertRaisesRegex(ValueError, r"'shuffled'.*'label', 'random'"):
+      continual.split_cifar100(class_order='shuffled')
+    with self.assertRaisesRegex(ValueError, r"'foo'.*'cifar10'"):
+      continual.five_datasets(datasets=('cifar10', 'foo'))
+    with self.assertRaisesRegex(ValueError, r"'tasks'.*domain_incremental"):
+      continual.domainnet(protocol='tasks')
+    with self.assertRaisesRegex(ValueError, r"'maybe'"):
+      continual.split_cifar100(mask='maybe')
+
+  def test_each_task_stream_contains_only_its_classes(self):
+    with tfds.testing.mock_data(num_examples=600), tempfile.TemporaryDirectory() as d:
+      b = continual.split_cifar100(num_tasks=5, class_order='random', order_seed=1, image_size=32, epochs=2,
+                                   data_dir=d, max_tasks=3)
+      self.assertLen(b.tasks, 3)
+      for t in range(3):
+        allowed = set(b.tasks[t].classes)
+        n = b.num_train_examples(t)
+        self.assertGreater(n, 60)
+        steps = b.steps_per_task(t, 16)
+        self.assertEqual(steps, math.floor(n * 2 / 16))
+        labels, masks, images = _collect(b.train_dataset(t, global_batch_size=16, seed=0))
+        self.assertLen(labels, steps)  # Exactly steps_per_task batches.
+        self.assertTrue(set(np.concatenate(labels).tolist()) <= allowed)
+        expected_mask = np.isin(np.arange(100), list(allowed))
+        for m in masks:
+          self.assertAllEqual(m, np.broadcast_to(expected_mask, m.shape))
+        self.assertEqual(images[0].shape, (16, 32, 32, 3))
+        eval_labels = [x['label'].numpy()[x['valid'].numpy()] for x in b.eval_dataset(t, global_batch_size=16)]
+        self.assertTrue(set(np.concatenate(eval_labels).tolist()) <= allowed)
+        self.assertEqual(sum(len(x) for x in eval_labels), b.num_eval_examples(t))
+
+  def test_mask_none_and_epochs(self):
+    with tfds.testing.mock_data(num_examples=300), tempfile.TemporaryDirectory() as d:
+      b = continual.split_cifar100(mask='none', image_size=16, data_dir=d, epochs=1)
+      x = next(iter(b.train_dataset(0, global_batch_size=4, seed=0)))
+      self.assertTrue(np.all(x['label_mask'].numpy()))
+
+  def test_resume_determinism_and_seed(self):
+    with tfds.testing.mock_data(num_examples=400), tempfile.TemporaryDirectory() as d:
+      b = continual.split_cifar100(num_tasks=2, image_size=16, data_dir=d, epochs=3)
+      full = _collect(b.train_dataset(1, global_batch_size=8, seed=5))
+      again = _collect(b.train_dataset(1, global_batch_size=8, seed=5))
+      resumed = _collect(b.train_dataset(1, global_batch_size=8, seed=5, start_step=7))
+      other = _collect(b.train_dataset(1, global_batch_size=8, seed=6))
+      steps = b.steps_per_task(1, 8)
+      self.assertLen(resumed[0], steps - 7)
+      for k in range(steps):
+        self.assertAllEqual(full[2][k], again[2][k])
+      for k in range(steps - 7):
+        self.assertAllEqual(full[0][k + 7], resumed[0][k])
+        self.assertAllEqual(full[2][k + 7], resumed[2][k])
+      self.assertNotAllClose(full[2][0], other[2][0])
+      # Each epoch is a permutation of the task: over the first epoch no example repeats.
+      n = b.num_train_examples(1)
+      first_epoch = np.concatenate(full[2])[:n].reshape(n, -1)
+      self.assertLen({row.tobytes() for row in first_epoch[: (n // 8) * 8]}, (n // 8) * 8)
+
+
+class GaussianTest(tf.test.TestCase):
+  """The schedule is recomputed here from its definition, not from the module's helpers."""
+
+  def _independent(self, seed, e_count=200, c=100, sigma=10.0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for e in range(e_count):
+      w = np.array([math.exp(-((e - (j + 0.5) * e_count / c) ** 2) / (2 * sigma * sigma)) for j in range(c)])
+      while True:
+        chosen = [j for j, u in enumerate(rng.random(c)) if u < w[j]]
+        if chosen:
+          break
+      out.append(tuple(chosen))
+    return out
+
+  def test_default_schedule_matches_independent_computation(self):
+    b = continual.gaussian_cifar100()
+    expected = self._independent(seed=0)
+    self.assertEqual(b.episodes[0], expected[0])
+    self.assertEqual(b.episodes[-1], expected[-1])
+    self.assertEqual(b.episodes, expected)
+    mean = np.mean([len(e) for e in b.episodes])
+    self.assertAlmostEqual(mean, np.mean([len(e) for e in expected]))
+    # Expected count per episode = sum_j w_j(e); averaged over episodes it is about 100 * sqrt(2 pi) 10 / 200 = 12.5
+    # minus the tails cut at both ends of the schedule.
+    analytic = np.mean([sum(math.exp(-((e - (j + 0.5) / 2) ** 2) / 200) for j in range(100)) for e in range(200)])
+    self.assertAllClose(mean, analytic, atol=0.6)
+    self.assertBetween(mean, 11.0, 13.0)
+    # First episodes draw the first classes, the last ones the last classes.
+    self.assertLess(max(b.episodes[0]), 25)
+    self.assertGreater(min(b.episodes[-1]), 75)
+    self.assertEqual(b.scenario, 'task_agnostic')
+    self.assertEqual(b.eval_names, ['all'])
+    self.assertLen(b.tasks, 10)
+    self.assertEqual(b.eval_ids_after(4), [0])
+
+  def test_determinism_per_seed(self):
+    a = continual.gaussian_cifar100(seed=1).episodes
+    self.assertEqual(a, continual.gaussian_cifar100(seed=1).episodes)
+    self.assertNotEqual(a, continual.gaussian_cifar100(seed=2).episodes)
+    self.assertEqual(a, self._independent(seed=1))
+
+  def test_stream_single_pass_masks_follow_episodes(self):
+    with tfds.testing.mock_data(num_examples=2000), tempfile.TemporaryDirectory() as d:
+      b = continual.gaussian_cifar100(num_episodes=20, sigma=2.0, eval_every_episodes=5, image_size=8, data_dir=d)
+      gbs = 16
+      steps = [b.steps_per_task(t, gbs) for t in range(len(b.tasks))]
+      self.assertEqual(sum(steps), 2000 // gbs)  # One pass over the pool.
+      plan, episode_of_step = b.plan(gbs, 0)
+      stats = b.stream_stats[(gbs, 0)]
+      if stats['refills'] == 0:
+        self.assertEqual(stats['distinct_examples'], stats['examples'])
+      self.assertGreater(stats['distinct_examples'], 0.9 * stats['examples'])
+      first = 0
+      for t in range(len(b.tasks)):
+        labels, masks, _ = _collect(b.train_dataset(t, global_batch_size=gbs, seed=0))
+        self.assertLen(labels, steps[t])
+        for k, (lab, m) in enumerate(zip(labels, masks)):
+          episode = b.episodes[episode_of_step[first + k]]
+          expected = np.isin(np.arange(100), episode)
+          self.assertAllEqual(m, np.broadcast_to(expected, m.shape))
+          self.assertTrue(set(lab.tolist()) <= set(episode))
+        first += steps[t]
+      resumed = _collect(b.train_dataset(2, global_batch_size=gbs, seed=0, start_step=3))
+      full = _collect(b.train_dataset(2, global_batch_size=gbs, seed=0))
+      self.assertAllEqual(resumed[2][0], full[2][3])
+
+  def test_repeat_episodes_reproduces_official_length(self):
+    with tfds.testing.mock_data(num_examples=300), tempfile.TemporaryDirectory() as d:
+      b = continual.gaussian_cifar100(repeat_episodes=True, image_size=8, data_dir=d)
+      self.assertEqual(b.steps_per_episode, 5)
+      self.assertEqual(sum(b.steps_per_task(t, 8) for t in range(10)), 200 * 5)
+      plan, _ = b.plan(8, 0)
+      self.assertEqual(plan.shape, (1000, 8))
+      self.assertLess(len(np.unique(plan)), plan.size)  # Examples recur across episodes.
+
+
+class FiveDatasetsTest(tf.test.TestCase):
+
+  def test_offsets_rgb_and_order(self):
+    with tfds.testing.mock_data(num_examples=64), tempfile.TemporaryDirectory() as d:
+      b = continual.five_datasets(image_size=32, data_dir=d)
+      self.assertEqual([t.name for t in b.tasks], ['cifar10', 'mnist', 'svhn_cropped', 'not_mnist', 'fashion_mnist'])
+      self.assertEqual(b.num_classes, 50)
+      self.assertLen(b.class_names, 50)
+      for t in range(5):
+        self.assertEqual(b.tasks[t].classes, tuple(range(10 * t, 10 * t + 10)))
+        labels, masks, images = _collect(b.train_dataset(t, global_batch_size=8, seed=0))
+        labels = np.concatenate(labels)
+        self.assertTrue(np.all((labels >= 10 * t) & (labels < 10 * t + 10)))
+        self.assertEqual(images[0].shape, (8, 32, 32, 3))  # Grayscale became RGB, 28x28 was resized.
+        self.assertAllEqual(masks[0][0], np.isin(np.arange(50), range(10 * t, 10 * t + 10)))
+        self.assertEqual(b.num_eval_examples(t), 64)  # mock_data ignores split slicing (notMNIST's 80/20 cut).
+      self.assertEqual(b.class_names[10], 'mnist/0')
+
+
+class DomainNetTest(tf.test.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.data_dir = tempfile.mkdtemp()
+
+  def test_domain_incremental_protocol(self):
+    b = continual.domainnet(image_size=16, data_dir=self.data_dir, manual_dir=DOMAINNET_DUMMY, epochs=2)
+    self.assertEqual([t.name for t in b.tasks], ['real', 'painting', 'clipart', 'quickdraw', 'infograph', 'sketch'])
+    self.assertEqual(b.scenario, 'domain_incremental')
+    self.assertEqual(b.num_classes, 345)
+    self.assertEqual(b.tasks[0].classes, tuple(range(345)))
+    self.assertEqual(b.num_train_examples(0), 2)
+    self.assertEqual(b.steps_per_task(0, 2), 2)
+    labels, masks, images = _collect(b.train_dataset(2, global_batch_size=2, seed=0))
+    self.assertLen(labels, 2)
+    self.assertEqual(sorted(np.concatenate(labels).tolist()), [1, 1, 308, 308])  # Two epochs of two examples.
+    self.assertTrue(np.all(masks[0]))
+    self.assertEqual(images[0].shape, (2, 16, 16, 3))
+    resumed = _collect(b.train_dataset(2, global_batch_size=2, seed=0, start_step=1))
+    self.assertAllEqual(resumed[2][0], images[1])
+    batches = list(b.eval_dataset(5, global_batch_size=4))
+    self.assertLen(batches, 1)
+    self.assertAllEqual(batches[0]['valid'], [True, False, False, False])
+    self.assertEqual(b.class_names[int(batches[0]['label'][0])], 'zebra')
+    self.assertEqual(b.class_names[308], 'The_Eiffel_Tower')
+
+  def test_class_incremental_protocol(self):
+    b = continual.domainnet(protocol='class_incremental', num_tasks=5, image_size=16, data_dir=self.data_dir,
+                            manual_dir=DOMAINNET_DUMMY)
+    self.assertEqual(b.scenario, 'class_incremental')
+    self.assertEqual(sorted(c for t in b.tasks for c in t.classes), list(range(345)))
+    self.assertEqual(b.num_train_examples(0), 6)  # airplane (1) in six domains.
+    self.assertEqual(b.num_train_examples(4), 6)  # The_Eiffel_Tower (308).
+    self.assertEqual(b.num_eval_examples(4), 6)   # zebra (343).
+    labels, masks, _ = _collect(b.train_dataset(0, global_batch_size=2, seed=0))
+    self.assertEqual(set(np.concatenate(labels).tolist()), {1})
+    self.assertAllEqual(masks[0][0], np.isin(np.arange(345), b.tasks[0].classes))
+
+
+if __name__ == '__main__':
+  tf.test.main()
