@@ -286,6 +286,7 @@ class SvhnCroppedLocal(_LocalBuilder):
     return self.dataset_info_from_configs(
         description='SVHN cropped digits read from local .mat files; same features as tfds svhn_cropped.',
         features=tfds.features.FeaturesDict({
+            'id': tfds.features.Text(),
             'image': tfds.features.Image(shape=(32, 32, 3)),
             'label': tfds.features.ClassLabel(num_classes=10),
         }),
@@ -295,16 +296,17 @@ class SvhnCroppedLocal(_LocalBuilder):
 
   def _split_generators(self, dl_manager):
     folder = self._folder(dl_manager)
-    return {'train': self._generate_examples(os.path.join(folder, 'train_32x32.mat')),
-            'test': self._generate_examples(os.path.join(folder, 'test_32x32.mat'))}
+    return {'train': self._generate_examples(os.path.join(folder, 'train_32x32.mat'), 'train_'),
+            'test': self._generate_examples(os.path.join(folder, 'test_32x32.mat'), 'test_')}
 
-  def _generate_examples(self, path: str) -> Iterator:
+  def _generate_examples(self, path: str, prefix: str) -> Iterator:
     import scipy.io  # pylint: disable=g-import-not-at-top
     with tf.io.gfile.GFile(path, 'rb') as f:
       data = scipy.io.loadmat(f)
     images = np.transpose(data['X'], (3, 0, 1, 2))
     for i, (image, label) in enumerate(zip(images, data['y'].reshape(-1))):
-      yield i, {'image': image, 'label': int(label) % 10}  # The .mat files store digit 0 as 10.
+      # The .mat files store digit 0 as 10; ids as tfds's svhn_cropped.
+      yield i, {'id': f'{prefix}{i:06d}', 'image': image, 'label': int(label) % 10}
 
 
 LOCAL_BUILDERS = {
