@@ -48,6 +48,9 @@ def make_strategy(name: str, tpu: str = '', num_gpus=None):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if not FLAGS['verbosity'].present:
+    # Stdout carries the progress lines and tables; the log (stderr) shows warnings unless asked (-v 0 for INFO).
+    logging.set_verbosity(logging.WARNING)
   import gin  # pylint: disable=g-import-not-at-top
   from l2p_tf import gin_utils  # pylint: disable=g-import-not-at-top
   from l2p_tf import train_lib  # pylint: disable=g-import-not-at-top
@@ -62,8 +65,12 @@ def main(argv):
   gin.finalize()
   strategy = make_strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.num_gpus)
   logging.info('Strategy %s with %d replicas.', type(strategy).__name__, strategy.num_replicas_in_sync)
-  run(model_dir=FLAGS.model_dir, strategy=strategy, mode=FLAGS.mode, data_dir=FLAGS.tfds_data_dir,
-      manual_dir=FLAGS.tfds_manual_dir)
+  try:
+    run(model_dir=FLAGS.model_dir, strategy=strategy, mode=FLAGS.mode, data_dir=FLAGS.tfds_data_dir,
+        manual_dir=FLAGS.tfds_manual_dir, preemption=train_lib.Preemption().install())
+  except train_lib.PreemptedError as e:
+    print(f'preempted: {e}', file=sys.stderr)
+    return train_lib.PREEMPTED_EXIT_CODE
   return 0
 
 

@@ -17,7 +17,9 @@ import datetime
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from typing import Callable, Optional, Sequence
 
@@ -51,6 +53,47 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 def _say(msg: str) -> None:
   print(msg, flush=True)
+
+
+# orbit's Controller both logs and prints a multi-line dict after every loop. Stdout belongs to the progress lines a
+# person reads, so its messages go to the log only (absl INFO); everything it says is still there.
+orbit.controller._log = logging.info  # pylint: disable=protected-access
+
+PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: a temporary failure; rerunning the same command resumes.
+
+
+class _StopTraining(Exception):
+  """Raised by a train action to leave orbit's Controller.train after the current loop."""
+
+
+class PreemptedError(RuntimeError):
+  """Training stopped on request (SIGTERM / SIGINT) after writing a checkpoint; rerun the same command to resume."""
+
+
+class Preemption:
+  """Turns SIGTERM / SIGINT into a request to stop at the end of the current train loop.
+
+  The loop then saves a checkpoint and the results files and raises `PreemptedError`. A second signal while
+  stopping is ignored, so the checkpoint write is not cut short by an impatient repeat.
+  """
+
+  def __init__(self):
+    self.requested: Optional[str] = None
+
+  def install(self) -> 'Preemption':
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):  # pylint: disable=unused-argument
+    if self.requested is None:
+      self.requested = signal.Signals(signum).name
+      print(f'\n{self.requested} received: finishing the current steps, then writing a checkpoint...', flush=True)
+
+  def should_stop(self, step: int) -> bool:  # pylint: disable=unused-argument
+    """Whether to stop after the train loop that ended at global step `step`."""
+    return self.requested is not None
 
 
 @dataclasses.dataclass
@@ -114,7 +157,7 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
         use_label_mask: bool = True, seed: int = 42, steps_per_loop: int = 20, log_every_steps: int = 50,
         checkpoint_every_steps: int = 500, max_checkpoints_to_keep: int = 2,
         eval_selections: Sequence[str] = ('batchwise',), jit_compile: bool = False,
-        deterministic_ops: bool = False) -> dict:
+        deterministic_ops: bool = False, preemption: Optional[Preemption] = None) -> dict:
   """Trains and evaluates one continual-learning run in `model_dir` (or resumes it); returns the results dict.
 
   Args:
@@ -142,12 +185,14 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
     eval_selections: prompt-selection modes evaluated; the first fills the accuracy matrix.
     jit_compile: XLA-compile the per-replica train step.
     deterministic_ops: enable TensorFlow's op determinism (bit-exact reruns on GPU; CPU is deterministic anyway).
+    preemption: stop request source (main installs SIGTERM / SIGINT handlers); None never stops early.
 
   Returns:
     The results dict written to `model_dir/results.json`.
 
   Raises:
     ValueError: inconsistent settings (batch not divisible by replicas, image sizes that disagree, unknown mode).
+    PreemptedError: `preemption` asked to stop; a checkpoint and the results so far were written first.
   """
   wall_start = time.time()
   if mode not in ('train', 'eval'):
@@ -220,10 +265,17 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
       use_label_mask=use_label_mask, jit_compile=jit_compile)
   progress = ProgressAction(total_tasks=num_tasks, log_every_steps=log_every_steps)
   progress.global_step = state.global_step
+  preemption = preemption or Preemption()
+
+  def stop_action(output):  # pylint: disable=unused-argument
+    # orbit has no stop hook; an action that raises ends Controller.train right after the current loop.
+    if preemption.should_stop(int(state.global_step.numpy())):
+      raise _StopTraining()
   summary_root = model_dir if chief else os.path.join(model_dir, f'.worker_{strategy.cluster_resolver.task_id}')
   controller = orbit.Controller(
       global_step=state.global_step, trainer=trainer, strategy=strategy, steps_per_loop=steps_per_loop,
-      checkpoint_manager=manager, summary_dir=os.path.join(summary_root, 'train'), train_actions=[progress])
+      checkpoint_manager=manager, summary_dir=os.path.join(summary_root, 'train'),
+      train_actions=[progress, stop_action])
   evaluator = evaluator_lib.Evaluator(strategy=strategy, model=net, selections=eval_selections,
                                       pool_size=pool.pool_size if pool is not None else 0)
   eval_writer = tf.summary.create_file_writer(os.path.join(summary_root, 'eval')) if chief else (
@@ -353,7 +405,17 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
           lambda ctx, t=t, skip=gs - start: bench.train_dataset(t, ctx, global_batch_size=global_batch_size,
                                                                  seed=seed, start_step=skip))
       progress.begin_task(t, bench.tasks[t].name, start, end, gs)
-      controller.train(steps=end)  # Saves a checkpoint at the task's end.
+      try:
+        controller.train(steps=end)  # Saves a checkpoint at the task's end.
+      except _StopTraining:  # Stopped on request: checkpoint and results so far, then tell the caller.
+        step = int(state.global_step.numpy())
+        state.wall_time.assign(float(state.wall_time.numpy()) + time.time() - wall_start)
+        manager.save(checkpoint_number=step, check_interval=False)
+        if chief:
+          results_lib.write_all(model_dir, build_results(acc, t), acc[:t], names)
+        raise PreemptedError(f'Preempted ({preemption.requested or "stop requested"}) at step {step}, task {t + 1}/'
+                             f'{num_tasks} ({step - start}/{end - start} steps); checkpoint written to {ckpt_dir}. '
+                             'Rerun the same command to resume.')
     row = evaluate_after(t)
     acc[t] = row
     state.accuracy_matrix.assign(acc.astype(np.float32))
