@@ -22,6 +22,8 @@ import ast
 import dataclasses
 import glob as globlib
 import os
+import re
+import subprocess
 import sys
 
 import pytest
@@ -367,6 +369,50 @@ def test_suggest_names_the_deps_of_a_module(targets):
   text = suggest('l2p_tf/checkpoints/npz_loader.py', targets)
   assert text.startswith('py_library(\n    name = "npz_loader",\n    srcs = ["npz_loader.py"],')
   assert '"//l2p_tf/models:vit"' in text and '":init"' in text
+
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# tests/pytest_runner.py, the main of every py_test
+
+_SAMPLE = """
+def test_a(): pass
+def test_b(): pass
+def test_c(): pass
+def test_d_fails_only_when_selected(): assert False
+"""
+
+
+def _run_runner(tmp_path, **env):
+  sample = tmp_path / 'sample_test.py'
+  sample.write_text(_SAMPLE)
+  xml = tmp_path / 'out.xml'
+  full_env = {k: v for k, v in os.environ.items() if not k.startswith(('TEST_', 'TESTBRIDGE_', 'XML_OUTPUT'))}
+  full_env.update(XML_OUTPUT_FILE=str(xml), **env)
+  runner = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'pytest_runner.py')
+  proc = subprocess.run([sys.executable, runner, str(sample)], capture_output=True, text=True, env=full_env,
+                        cwd=str(tmp_path), timeout=120)
+  ran = sorted(re.findall(r'<testcase [^>]*name="(\w+)"', xml.read_text())) if xml.exists() else []
+  return proc, ran
+
+
+def test_runner_runs_the_file_and_writes_junit_xml(tmp_path):
+  proc, ran = _run_runner(tmp_path, TESTBRIDGE_TEST_ONLY='not fails')
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  assert ran == ['test_a', 'test_b', 'test_c']
+  proc, ran = _run_runner(tmp_path)
+  assert proc.returncode == 1 and 'test_d_fails_only_when_selected' in proc.stdout
+
+
+def test_runner_shards_round_robin(tmp_path):
+  status = tmp_path / 'shard_status'
+  proc, ran = _run_runner(tmp_path, TEST_TOTAL_SHARDS='2', TEST_SHARD_INDEX='0', TEST_SHARD_STATUS_FILE=str(status))
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  assert ran == ['test_a', 'test_c'] and status.exists()
+  proc, ran = _run_runner(tmp_path, TEST_TOTAL_SHARDS='2', TEST_SHARD_INDEX='1')
+  assert proc.returncode == 1 and ran == ['test_b', 'test_d_fails_only_when_selected']
+  proc, ran = _run_runner(tmp_path, TEST_TOTAL_SHARDS='6', TEST_SHARD_INDEX='5')
+  assert proc.returncode == 0 and ran == []  # More shards than tests: an empty shard passes.
 
 
 if __name__ == '__main__':
