@@ -1,0 +1,361 @@
+r"""Exports a trained L2P run as a TensorFlow SavedModel that serves uint8 images of any size.
+
+  python -m l2p_tf.export --model_dir=DIR --export_dir=OUT [--checkpoint=PATH] \
+      [--tfds_data_dir=DIR] [--tfds_manual_dir=DIR] [--class_names=''|index|FILE] [--overwrite]
+
+The model is rebuilt from `DIR/config.gin` (the run's operative gin config, which `train_lib.run` writes) exactly as
+`train_lib.run` builds it, and its weights (backbone, prompt pool, keys, head) are restored from the newest
+checkpoint in `DIR/checkpoints/` or from `--checkpoint`. Everything is exported in float32.
+
+Signatures (input `images`: uint8 [batch, height, width, 3]; every image of one request has the same size):
+
+* `serving_default`: instance-wise prompt selection (each image picks its own top-N prompts);
+* `batchwise`: the original batch-level majority vote over the request (what training-time evaluation does);
+
+  both return `logits` (B, C) float32, `probabilities` (B, C), `top_k_classes` (B, K) int32,
+  `top_k_probabilities` (B, K), `top_k_class_names` (B, K) string and `selected_prompts` (B, N) int32;
+* `preprocess`: the in-graph evaluation preprocessing alone -> `images` float32 (B, S, S, 3) in [0, 1];
+* `metadata` (no inputs): `class_names` (C,) string, `image_size`, `num_classes`, `top_k`, `pool_size`,
+  `prompts_per_image` (int32 scalars).
+
+The preprocessing inside the graph is `preprocessing.eval_preprocess` applied to each image (resize the shorter side
+to round(S * 256 / 224), centre-crop S, scale to [0, 1]): the very function the evaluation pipeline maps over its
+datasets, so served and evaluated numerics are the same. The class names are also written as the asset
+`assets/class_names.txt` (one per line) and a description of the export as `assets/export_info.json`.
+
+The SavedModel needs only TensorFlow to load and run (`tf.saved_model.load(OUT).signatures['serving_default']`);
+`python -m l2p_tf.predict --export_dir=OUT IMAGE...` classifies image files with it. See docs/serving.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import time
+from typing import Optional, Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+
+import l2p_tf  # pylint: disable=unused-import  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
+
+import gin  # pylint: disable=g-import-not-at-top,g-bad-import-order
+import numpy as np  # pylint: disable=g-import-not-at-top,g-bad-import-order
+import tensorflow as tf  # pylint: disable=g-import-not-at-top,g-bad-import-order
+
+from l2p_tf import gin_utils  # pylint: disable=g-import-not-at-top
+from l2p_tf import preprocessing  # pylint: disable=g-import-not-at-top
+
+SIGNATURES = ('serving_default', 'batchwise', 'preprocess', 'metadata')
+# Prompt selection of each classifying signature.
+SELECTIONS = {'serving_default': 'instancewise', 'batchwise': 'batchwise'}
+CLASS_NAMES_ASSET = 'class_names.txt'
+EXPORT_INFO_ASSET = 'export_info.json'
+
+
+class ExportError(ValueError):
+  """The run cannot be exported as asked (no config, no checkpoint, export directory in the way, ...)."""
+
+
+@dataclasses.dataclass
+class LoadedRun:
+  """A trained model rebuilt from a run directory.
+
+  Attributes:
+    model: the `L2PModel` with the checkpoint's weights.
+    benchmark: the run's benchmark (constructing it reads no data; its class names load on first use).
+    checkpoint: path of the restored checkpoint.
+    image_size: the ViT's input side S.
+    eval_batch_size: the run's evaluation batch (`eval_batch_size` or `global_batch_size`).
+    pool_size: M (0 without a prompt pool).
+    top_k: N, prompts per image (0 without a prompt pool).
+  """
+  model: tf.keras.Model
+  benchmark: object
+  checkpoint: str
+  image_size: int
+  eval_batch_size: int
+  pool_size: int
+  top_k: int
+
+
+def find_checkpoint(model_dir: str, checkpoint: Optional[str] = None) -> str:
+  """The checkpoint to export: `checkpoint` (a prefix such as ckpt-8, or a directory) or the newest in the run.
+
+  Raises:
+    ExportError: no checkpoint found.
+  """
+  if checkpoint:
+    if tf.io.gfile.isdir(checkpoint):
+      found = tf.train.latest_checkpoint(checkpoint)
+      if not found:
+        raise ExportError(f'--checkpoint={checkpoint} is a directory without checkpoints.')
+      return found
+    if not tf.io.gfile.exists(checkpoint + '.index'):
+      raise ExportError(f'--checkpoint={checkpoint}: no such checkpoint ({checkpoint}.index does not exist); give a '
+                        'prefix such as MODEL_DIR/checkpoints/ckpt-8.')
+    return checkpoint
+  ckpt_dir = os.path.join(model_dir, 'checkpoints')
+  found = tf.train.latest_checkpoint(ckpt_dir)
+  if not found:
+    raise ExportError(f'{ckpt_dir} has no checkpoint; train first (python -m l2p_tf.main --model_dir={model_dir} '
+                      '...) or pass --checkpoint.')
+  return found
+
+
+def load_run(model_dir: str, checkpoint: Optional[str] = None, *, data_dir: Optional[str] = None,
+             manual_dir: Optional[str] = None, gin_bindings: Sequence[str] = ()) -> LoadedRun:
+  """Rebuilds a run's model from `model_dir/config.gin` and restores its weights.
+
+  The model is built as `train_lib.run` builds it: `benchmark(data_dir=..., manual_dir=...)`, `vit()`,
+  `prompt_pool(embed_dim=..., num_tasks=...)`, `model(vit=..., prompt_pool=..., num_classes=...)`, with the
+  callables (and their bindings) that the run's gin config gives `train_lib.run`. Only the model is restored from
+  the checkpoint (optimizer slots, step and accuracy matrix are not needed). The gin config is cleared afterwards.
+
+  Args:
+    model_dir: the run's directory (with config.gin and checkpoints/).
+    checkpoint: a checkpoint prefix or directory; default the newest in `model_dir/checkpoints`.
+    data_dir, manual_dir: tfds directories for the benchmark (class names; nothing else is read here).
+    gin_bindings: extra bindings applied after config.gin.
+
+  Returns:
+    The `LoadedRun`.
+
+  Raises:
+    ExportError: no config.gin or no checkpoint, or the checkpoint does not fit the rebuilt model.
+  """
+  config = os.path.join(model_dir, 'config.gin')
+  if not tf.io.gfile.exists(config):
+    raise ExportError(f'{config} not found: --model_dir must be a directory written by python -m l2p_tf.main.')
+  path = find_checkpoint(model_dir, checkpoint)
+  local_config = config
+  tmp = None
+  if not os.path.exists(config):  # gin reads local files only; copy a gs:// config.
+    tmp = tempfile.NamedTemporaryFile('w', suffix='.gin', delete=False)
+    tmp.write(tf.io.gfile.GFile(config).read())
+    tmp.close()
+    local_config = tmp.name
+  try:
+    gin_utils.parse([local_config], list(gin_bindings))
+    from l2p_tf import train_lib  # pylint: disable=g-import-not-at-top
+    bindings = gin.get_bindings(train_lib.run)
+    for required in ('benchmark', 'vit', 'model'):
+      if not callable(bindings.get(required)):
+        raise ExportError(f'{config} does not bind train_lib.run.{required}; is it a config.gin of a run?')
+    bench = bindings['benchmark'](data_dir=data_dir, manual_dir=manual_dir)
+    backbone = bindings['vit']()
+    pool_fn = bindings.get('prompt_pool')
+    pool = pool_fn(embed_dim=backbone.hidden_size, num_tasks=len(bench.tasks)) if pool_fn else None
+    net = bindings['model'](vit=backbone, prompt_pool=pool, num_classes=bench.num_classes)
+    eval_batch_size = bindings.get('eval_batch_size') or bindings.get('global_batch_size') or 128
+  finally:
+    gin.clear_config()
+    if tmp is not None:
+      os.unlink(tmp.name)
+  # One forward pass creates any variable not made in a constructor, so the restore below checks every one.
+  net(tf.zeros([1, backbone.image_size, backbone.image_size, 3]), training=False)
+  status = tf.train.Checkpoint(model=net).restore(path)
+  try:
+    status.assert_existing_objects_matched()
+  except AssertionError as e:
+    raise ExportError(f'The checkpoint {path} does not fit the model rebuilt from {config}: {e}') from e
+  status.expect_partial()
+  return LoadedRun(model=net, benchmark=bench, checkpoint=path, image_size=int(backbone.image_size),
+                   eval_batch_size=int(eval_batch_size), pool_size=int(pool.pool_size) if pool is not None else 0,
+                   top_k=int(pool.top_k) if pool is not None else 0)
+
+
+def resolve_class_names(bench, how: str = '') -> list[str]:
+  """Class names for the export.
+
+  Args:
+    bench: the benchmark.
+    how: '' (the benchmark's dataset names, falling back to 'class_<i>' if they cannot be read), 'index'
+      ('class_<i>', reads no data) or the path of a text file with one name per line.
+
+  Raises:
+    ExportError: a names file with the wrong number of lines.
+  """
+  n = int(bench.num_classes)
+  if how == 'index':
+    return [f'class_{i}' for i in range(n)]
+  if how:
+    with tf.io.gfile.GFile(how) as f:
+      names = [line.rstrip('\r\n') for line in f if line.strip()]
+    if len(names) != n:
+      raise ExportError(f'--class_names={how} has {len(names)} names; the benchmark has {n} classes.')
+    return names
+  try:
+    names = [str(c) for c in bench.class_names]
+  except Exception as e:  # pylint: disable=broad-except  # Names are a convenience; the model works without them.
+    logging.warning('Could not read the class names of %s (%s: %s); exporting class_<i>. Pass --tfds_manual_dir / '
+                    '--tfds_data_dir, or --class_names=FILE.', getattr(bench, 'name', bench), type(e).__name__, e)
+    return [f'class_{i}' for i in range(n)]
+  if len(names) != n:
+    raise ExportError(f'The benchmark has {n} classes but {len(names)} class names.')
+  return names
+
+
+def preprocess_batch(images: tf.Tensor, image_size: int) -> tf.Tensor:
+  """Evaluation preprocessing of a uint8 batch [B, H, W, 3]: `preprocessing.eval_preprocess` on each image."""
+  spec = tf.TensorSpec([image_size, image_size, 3], tf.float32)
+  return tf.map_fn(lambda im: preprocessing.eval_preprocess(im, image_size=image_size), images,
+                   fn_output_signature=spec)
+
+
+class ServingModule(tf.Module):
+  """What goes into the SavedModel: the model's variables, the class names and the signature functions.
+
+  The Keras model itself is not tracked (that would make `tf.saved_model.save` serialise Keras layer metadata
+  and trace every layer); its variables are, and the functions close over the model.
+  """
+
+  def __init__(self, model, *, class_names: Sequence[str], image_size: int, pool_size: int, prompts_per_image: int,
+               top_k: int = 5, assets: Sequence[str] = ()):
+    super().__init__(name='l2p_serving')
+    num_classes = len(class_names)
+    if top_k < 1:
+      raise ExportError(f'top_k must be >= 1, got {top_k}.')
+    k = min(int(top_k), num_classes)
+    self.model_variables = list(model.variables)
+    self.assets = [tf.saved_model.Asset(a) for a in assets]
+    names = tf.constant(list(class_names), tf.string)
+    meta = {'image_size': image_size, 'num_classes': num_classes, 'top_k': k, 'pool_size': pool_size,
+            'prompts_per_image': prompts_per_image}
+    image_spec = tf.TensorSpec([None, None, None, 3], tf.uint8, name='images')
+
+    def classify(images, selection):
+      x = preprocess_batch(images, image_size)
+      out = model(x, training=False, selection=selection)
+      logits = tf.cast(out['logits'], tf.float32)
+      probs = tf.nn.softmax(logits, axis=-1)
+      top_p, top_i = tf.math.top_k(probs, k=k)
+      top_i = tf.cast(top_i, tf.int32)
+      return {'logits': logits, 'probabilities': probs, 'top_k_classes': top_i, 'top_k_probabilities': top_p,
+              'top_k_class_names': tf.gather(names, top_i), 'selected_prompts': tf.cast(out['prompt_ids'], tf.int32)}
+
+    self.serving_default = tf.function(lambda images: classify(images, 'instancewise'), input_signature=[image_spec])
+    self.batchwise = tf.function(lambda images: classify(images, 'batchwise'), input_signature=[image_spec])
+    self.preprocess = tf.function(lambda images: {'images': preprocess_batch(images, image_size)},
+                                  input_signature=[image_spec])
+    self.metadata = tf.function(
+        lambda: {'class_names': names, **{k_: tf.constant(v, tf.int32) for k_, v in meta.items()}},
+        input_signature=[])
+
+  def signatures(self) -> dict:
+    return {name: getattr(self, name).get_concrete_function() for name in SIGNATURES}
+
+
+def export(run: LoadedRun, export_dir: str, *, class_names: Sequence[str], top_k: int = 5,
+           overwrite: bool = False, extra_info: Optional[dict] = None) -> str:
+  """Writes the SavedModel of `run` to `export_dir`; returns `export_dir`.
+
+  Raises:
+    ExportError: `export_dir` exists and is not empty, and `overwrite` is False.
+  """
+  if tf.io.gfile.exists(export_dir) and tf.io.gfile.listdir(export_dir):
+    if not overwrite:
+      raise ExportError(f'{export_dir} exists and is not empty; pass --overwrite to replace it.')
+    tf.io.gfile.rmtree(export_dir)
+  if len(class_names) != run.model.num_classes:
+    raise ExportError(f'{len(class_names)} class names for a head of {run.model.num_classes} classes.')
+  if any('\n' in c for c in class_names):
+    raise ExportError('class names must not contain newlines.')
+  info = {
+      'format': 'l2p_tf SavedModel v1',
+      'benchmark': getattr(run.benchmark, 'name', ''),
+      'checkpoint': run.checkpoint,
+      'image_size': run.image_size,
+      'num_classes': len(class_names),
+      'pool_size': run.pool_size,
+      'prompts_per_image': run.top_k,
+      'signatures': {'serving_default': 'instancewise prompt selection', 'batchwise': 'batch majority vote',
+                     'preprocess': 'uint8 -> float32 [0, 1] evaluation preprocessing', 'metadata': 'no inputs'},
+      'input': 'images: uint8 [batch, height, width, 3], one size per request',
+      'preprocessing': (f'resize shorter side to {preprocessing.resize_size(run.image_size)} (bilinear), centre '
+                        f'crop {run.image_size}, scale to [0, 1]'),
+      'exported_at': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
+      **(extra_info or {}),
+  }
+  with tempfile.TemporaryDirectory() as tmp:
+    names_path = os.path.join(tmp, CLASS_NAMES_ASSET)
+    with open(names_path, 'w', encoding='utf-8') as f:
+      f.write('\n'.join(class_names) + '\n')
+    info_path = os.path.join(tmp, EXPORT_INFO_ASSET)
+    with open(info_path, 'w', encoding='utf-8') as f:
+      f.write(json.dumps(info, indent=2) + '\n')
+    module = ServingModule(run.model, class_names=class_names, image_size=run.image_size, pool_size=run.pool_size,
+                           prompts_per_image=run.top_k, top_k=top_k, assets=[names_path, info_path])
+    tf.saved_model.save(module, export_dir, signatures=module.signatures())
+  return export_dir
+
+
+def verify(run: LoadedRun, export_dir: str, *, batch: int = 4, seed: int = 0) -> dict[str, float]:
+  """Reloads the SavedModel and compares its logits with the in-process model's on random images.
+
+  Returns:
+    {signature: max absolute logit difference}.
+  """
+  loaded = tf.saved_model.load(export_dir)
+  rng = np.random.default_rng(seed)
+  size = run.image_size
+  images = rng.integers(0, 256, size=(batch, size + size // 3, size + size // 2, 3), dtype=np.uint8)
+  x = preprocess_batch(tf.constant(images), size)
+  diffs = {}
+  for name, selection in SELECTIONS.items():
+    expected = run.model(x, training=False, selection=selection)['logits'].numpy()
+    got = loaded.signatures[name](images=tf.constant(images))['logits'].numpy()
+    diffs[name] = float(np.max(np.abs(expected - got)))
+  return diffs
+
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string('model_dir', None, 'Run directory (config.gin, checkpoints/) written by l2p_tf.main.')
+flags.DEFINE_string('export_dir', None, 'Where to write the SavedModel.')
+flags.DEFINE_string('checkpoint', None, 'Checkpoint prefix (e.g. MODEL_DIR/checkpoints/ckpt-8) or directory; '
+                    'default: the newest in MODEL_DIR/checkpoints.')
+flags.DEFINE_string('tfds_data_dir', None, 'tensorflow-datasets data directory (for the class names).')
+flags.DEFINE_string('tfds_manual_dir', None, 'Directory with manually downloaded dataset files (as l2p_tf.main).')
+flags.DEFINE_string('class_names', '', "'' (from the benchmark's dataset), 'index' (class_<i>, reads no data) or a "
+                    'text file with one name per line.')
+flags.DEFINE_multi_string('gin_bindings', [], 'Extra gin bindings applied after MODEL_DIR/config.gin.')
+flags.DEFINE_integer('top_k', 5, 'Classes in the top_k_* outputs.')
+flags.DEFINE_bool('overwrite', False, 'Replace a non-empty --export_dir.')
+flags.DEFINE_bool('verify', True, 'Reload the export and check its logits against the in-process model.')
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if not FLAGS.model_dir or not FLAGS.export_dir:
+    raise app.UsageError('--model_dir and --export_dir are required.')
+  if not FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)
+  try:
+    run = load_run(FLAGS.model_dir, FLAGS.checkpoint, data_dir=FLAGS.tfds_data_dir, manual_dir=FLAGS.tfds_manual_dir,
+                   gin_bindings=FLAGS.gin_bindings)
+    names = resolve_class_names(run.benchmark, FLAGS.class_names)
+    print(f'Restored {run.checkpoint} ({run.model.summary_line() if hasattr(run.model, "summary_line") else ""}).')
+    export(run, FLAGS.export_dir, class_names=names, top_k=FLAGS.top_k, overwrite=FLAGS.overwrite)
+  except (ExportError, gin_utils.GinConfigError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  print(f'SavedModel written to {FLAGS.export_dir}: {len(names)} classes, {run.image_size}px, signatures '
+        f'{", ".join(SIGNATURES)}.')
+  if FLAGS.verify:
+    diffs = verify(run, FLAGS.export_dir)
+    worst = max(diffs.values())
+    print('Verified: reloaded logits match the model (max |diff| ' +
+          ', '.join(f'{k} {v:.2g}' for k, v in diffs.items()) + ').')
+    if worst > 1e-4:
+      print(f'error: the reloaded SavedModel differs from the model by {worst:.3g}.', file=sys.stderr)
+      return 1
+  return 0
+
+
+if __name__ == '__main__':
+  app.run(main)
