@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 from typing import Sequence
 
@@ -27,20 +29,40 @@ def parse(gin_files: Sequence[str], gin_bindings: Sequence[str] = (), search_pat
       gin says it, the line) and what gin objected to.
   """
   gin.clear_config()
-  paths = list(search_paths) + [REPO_ROOT, GIN_CONFIGS_DIR]
+  paths = [GIN_CONFIGS_DIR, REPO_ROOT] + list(search_paths)
   for p in paths:
-    gin.add_config_file_search_path(p)
+    if p not in gin.config._LOCATION_PREFIXES:  # pylint: disable=protected-access  (gin appends duplicates)
+      gin.add_config_file_search_path(p)
   resolved = [_resolve(f, paths) for f in gin_files]
-  for path in resolved:
-    try:
-      gin.parse_config_file(path)
-    except Exception as e:  # gin raises ValueError, SyntaxError, ImportError, AttributeError, ...
-      raise GinConfigError(f'Gin file {path}: {type(e).__name__}: {e}') from e
+  with _quiet_search_misses():
+    for path in resolved:
+      try:
+        gin.parse_config_file(path)
+      except Exception as e:  # gin raises ValueError, SyntaxError, ImportError, AttributeError, ...
+        raise GinConfigError(f'Gin file {path}: {type(e).__name__}: {e}') from e
   for binding in gin_bindings:
     try:
       gin.parse_config(binding)
     except Exception as e:
       raise GinConfigError(f'Gin binding {binding!r}: {type(e).__name__}: {e}') from e
+
+
+class _SearchMissFilter(logging.Filter):
+  """Drops gin's 'Path not found' ERROR records: each search-path miss while resolving an include logs one."""
+
+  def filter(self, record):
+    return not (record.pathname.endswith('resource_reader.py') and record.getMessage().startswith('Path not found'))
+
+
+@contextlib.contextmanager
+def _quiet_search_misses():
+  root = logging.getLogger()
+  f = _SearchMissFilter()
+  root.addFilter(f)
+  try:
+    yield
+  finally:
+    root.removeFilter(f)
 
 
 def _resolve(path: str, search_paths: Sequence[str]) -> str:

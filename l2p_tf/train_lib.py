@@ -240,7 +240,9 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
         wall_time=tf.Variable(0.0, dtype=tf.float64, trainable=False, name='wall_time',
                               aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA))
 
-  ckpt = tf.train.Checkpoint(model=net, optimizer=opt, **dataclasses.asdict(state))
+  # Not dataclasses.asdict: it deep-copies, and the checkpoint would hold copies of the variables.
+  ckpt = tf.train.Checkpoint(model=net, optimizer=opt,
+                             **{f.name: getattr(state, f.name) for f in dataclasses.fields(state)})
   ckpt_dir = os.path.join(model_dir, 'checkpoints')
   if not chief:  # Non-chief workers take part in the collective save but write to a scratch directory.
     ckpt_dir = os.path.join(model_dir, f'.worker_{strategy.cluster_resolver.task_id}', 'checkpoints')
@@ -345,7 +347,7 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
       out['prompt_histogram_eval'] = eval_histograms
     out.update({'global_step': int(state.global_step.numpy()), 'global_batch_size': global_batch_size,
                 'strategy': type(strategy).__name__, 'num_replicas': replicas, 'seed': seed,
-                'gin_config_hash': config_hash,
+                'gin_config_hash': config_hash, 'train_step_traces_this_process': trainer.trace_count,
                 'wall_time_seconds': round(float(state.wall_time.numpy()) + time.time() - wall_start, 1)})
     return out
 
@@ -353,7 +355,7 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
     res = build_results(acc, done)
     if not chief:
       return res
-    png = results_lib.write_all(model_dir, res, acc[:done], names if bench.scenario != 'task_agnostic' else names)
+    png = results_lib.write_all(model_dir, res, acc[:done], names)
     step = int(state.global_step.numpy())
     with eval_writer.as_default():
       for i in bench.eval_ids_after(t):

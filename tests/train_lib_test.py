@@ -1,0 +1,141 @@
+"""The continual trainer end to end: every experiment config, strategies, resume, eval mode, trace count.
+
+Runs go through the real gin files with `local_tiny.gin` last (tiny ViT, 2 tasks, 64 images per task) on data from
+`tfds.testing.mock_data` (random images, nothing downloaded), except DomainNet, which uses the builder's dummy data.
+"""
+
+import glob
+import json
+import os
+
+import gin
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from l2p_tf import gin_utils
+from l2p_tf import train_lib
+from tests import test_util
+
+EXPERIMENTS = ['cifar100_l2p', 'cifar100_gaussian_l2p', 'five_datasets_l2p', 'domainnet_l2p', 'quickstart']
+DOMAINNET_DUMMY = os.path.join(test_util.REPO_ROOT, 'datasets', 'domainnet', 'dummy_data')
+
+
+def one_device():
+  return tf.distribute.OneDeviceStrategy('/cpu:0')
+
+
+def run_experiment(model_dir, experiment, bindings=(), strategy=None, data_dir=None, manual_dir=None, **kwargs):
+  """Parses experiment + local_tiny (+ bindings) and runs train_lib.run; clears gin afterwards."""
+  files = [f'experiments/{experiment}.gin', 'local_tiny.gin']
+  gin_utils.parse(files, list(bindings))
+  try:
+    return gin.get_configurable(train_lib.run)(
+        model_dir=str(model_dir), strategy=strategy or one_device(), data_dir=data_dir, manual_dir=manual_dir,
+        **kwargs)
+  finally:
+    gin.clear_config()
+
+
+def event_tags(directory):
+  tags = set()
+  for path in glob.glob(os.path.join(directory, 'events.out.tfevents*')):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      tags.update(v.tag for v in event.summary.value)
+  return tags
+
+
+@pytest.mark.parametrize('experiment', EXPERIMENTS)
+def test_every_experiment_runs_with_local_tiny(tmp_path, experiment):
+  model_dir = tmp_path / 'run'
+  if experiment == 'domainnet_l2p':
+    # The dummy data has 2 training images per domain.
+    res = run_experiment(model_dir, experiment, ['GLOBAL_BATCH_SIZE = 2', 'EPOCHS = 2'],
+                         data_dir=str(tmp_path / 'tfds'), manual_dir=DOMAINNET_DUMMY)
+  else:
+    with tfds.testing.mock_data(num_examples=1000):
+      res = run_experiment(model_dir, experiment, data_dir=str(tmp_path / 'tfds'))
+  assert res['complete'] and res['tasks_done'] == 2
+  on_disk = json.loads((model_dir / 'results.json').read_text())
+  assert on_disk['accuracy_matrix'] == res['accuracy_matrix']
+  matrix = np.array(on_disk['accuracy_matrix'], dtype=float)
+  if experiment == 'cifar100_gaussian_l2p':
+    assert matrix.shape == (2, 1) and not np.isnan(matrix).any()
+  else:
+    assert matrix.shape == (2, 2)
+    assert on_disk['accuracy_matrix'][0][1] is None and not np.isnan(matrix[1]).any()
+    assert len(on_disk['avg_acc']) == 2 and on_disk['forgetting'][0] is None
+    assert on_disk['final']['avg_acc'] == pytest.approx(np.mean(matrix[1]), abs=1e-3)
+  assert (model_dir / 'accuracy_matrix.csv').read_text().startswith('after_task,')
+  assert (model_dir / 'accuracy_matrix.png').read_bytes()[:4] == b'\x89PNG'
+  assert 'train_lib.run.global_batch_size' in (model_dir / 'config.gin').read_text()
+  assert len(on_disk['gin_config_hash']) == 16
+  eval_tags = event_tags(model_dir / 'eval')
+  assert {'accuracy_0', 'avg_acc', 'accuracy_matrix', 'gin/operative_config'} <= eval_tags
+  if experiment != 'cifar100_gaussian_l2p':
+    assert {'accuracy_1', 'forgetting', 'backward', 'learning_acc', 'prompt_usage/task_0'} <= eval_tags
+  train_tags = event_tags(model_dir / 'train')
+  assert {'loss', 'train_accuracy', 'learning_rate', 'grad_norm', 'reduce_sim', 'images_per_second'} <= train_tags
+  # One trace of the train step for the whole run (the task and its mask are data, not Python values).
+  assert res['train_step_traces_this_process'] == 1
+  assert glob.glob(str(model_dir / 'checkpoints' / 'ckpt-*.index'))
+
+
+def test_one_device_and_mirrored_agree(tmp_path):
+  bindings = ["prompt_pool.PromptPool.selection = 'instancewise'",
+              "train_lib.run.eval_selections = ('instancewise',)"]
+  results = []
+  for name, strategy in (('one', one_device()), ('mirrored', test_util.mirrored_strategy())):
+    with tfds.testing.mock_data(num_examples=1000):
+      results.append(run_experiment(tmp_path / name, 'cifar100_l2p', bindings, strategy=strategy,
+                                    data_dir=str(tmp_path / 'tfds')))
+  assert results[1]['num_replicas'] == 2
+  a, b = (np.array(r['accuracy_matrix'], dtype=float) for r in results)
+  np.testing.assert_allclose(a, b, atol=0.5)
+
+
+class StopAtStep(train_lib.Preemption):
+  """Asks to stop after the train loop that reaches `step` (as a SIGTERM would)."""
+
+  def __init__(self, step):
+    super().__init__()
+    self.step = step
+
+  def should_stop(self, step):
+    return step >= self.step
+
+
+def test_resume_mid_task_matches_uninterrupted_run(tmp_path):
+  with tfds.testing.mock_data(num_examples=1000):
+    full = run_experiment(tmp_path / 'full', 'cifar100_l2p', data_dir=str(tmp_path / 'tfds'))
+    # Each task has 4 steps (64 / 16); stop after step 6, in the middle of task 2.
+    with pytest.raises(train_lib.PreemptedError, match=r'at step 6, task 2/2 \(2/4 steps\)'):
+      run_experiment(tmp_path / 'cut', 'cifar100_l2p', data_dir=str(tmp_path / 'tfds'), preemption=StopAtStep(6))
+    partial = json.loads((tmp_path / 'cut' / 'results.json').read_text())
+    assert partial['tasks_done'] == 1 and not partial['complete']
+    resumed = run_experiment(tmp_path / 'cut', 'cifar100_l2p', data_dir=str(tmp_path / 'tfds'))
+  assert resumed['accuracy_matrix'] == full['accuracy_matrix']
+  assert resumed['final'] == full['final']
+  assert resumed['prompt_usage_train'] == full['prompt_usage_train']
+
+
+def test_eval_mode_reproduces_the_final_row(tmp_path):
+  with tfds.testing.mock_data(num_examples=1000):
+    res = run_experiment(tmp_path / 'run', 'cifar100_l2p', data_dir=str(tmp_path / 'tfds'))
+    again = run_experiment(tmp_path / 'run', 'cifar100_l2p', data_dir=str(tmp_path / 'tfds'), mode='eval')
+  assert again['accuracy_matrix'][-1] == res['accuracy_matrix'][-1]
+  assert (tmp_path / 'run' / 'eval_results.json').exists()
+
+
+def test_eval_mode_without_checkpoint_is_refused(tmp_path):
+  with tfds.testing.mock_data(num_examples=1000):
+    with pytest.raises(ValueError, match='--mode=eval needs a checkpoint'):
+      run_experiment(tmp_path / 'empty', 'cifar100_l2p', data_dir=str(tmp_path / 'tfds'), mode='eval')
+
+
+def test_batch_not_divisible_by_replicas(tmp_path):
+  with tfds.testing.mock_data(num_examples=1000):
+    with pytest.raises(ValueError, match=r'global_batch_size=15 is not divisible by the 2 replicas'):
+      run_experiment(tmp_path / 'x', 'cifar100_l2p', ['GLOBAL_BATCH_SIZE = 15'],
+                     strategy=test_util.mirrored_strategy(), data_dir=str(tmp_path / 'tfds'))
