@@ -169,13 +169,26 @@ def load_run(model_dir: str, checkpoint: Optional[str] = None, *, data_dir: Opti
                    top_k=int(pool.top_k) if pool is not None else 0)
 
 
-def resolve_class_names(bench, how: str = '') -> list[str]:
+RUN_CLASS_NAMES_FILE = 'class_names.txt'  # MODEL_DIR/class_names.txt, if the run wrote one.
+
+
+def _read_names(path: str, n: int, what: str) -> list[str]:
+  with tf.io.gfile.GFile(path) as f:
+    names = [line.rstrip('\r\n') for line in f if line.strip()]
+  if len(names) != n:
+    raise ExportError(f'{what} {path} has {len(names)} names; the benchmark has {n} classes.')
+  return names
+
+
+def resolve_class_names(bench, how: str = '', *, model_dir: Optional[str] = None) -> list[str]:
   """Class names for the export.
 
   Args:
     bench: the benchmark.
-    how: '' (the benchmark's dataset names, falling back to 'class_<i>' if they cannot be read), 'index'
-      ('class_<i>', reads no data) or the path of a text file with one name per line.
+    how: 'index' ('class_<i>', reads no data), the path of a text file with one name per line, or '' (default):
+      `model_dir/class_names.txt` when the run has one, else the benchmark's dataset names (tfds; this prepares the
+      dataset if it is not prepared, which downloads unless `--tfds_manual_dir` has the files), else 'class_<i>'.
+    model_dir: the run's directory.
 
   Raises:
     ExportError: a names file with the wrong number of lines.
@@ -184,11 +197,9 @@ def resolve_class_names(bench, how: str = '') -> list[str]:
   if how == 'index':
     return [f'class_{i}' for i in range(n)]
   if how:
-    with tf.io.gfile.GFile(how) as f:
-      names = [line.rstrip('\r\n') for line in f if line.strip()]
-    if len(names) != n:
-      raise ExportError(f'--class_names={how} has {len(names)} names; the benchmark has {n} classes.')
-    return names
+    return _read_names(how, n, '--class_names')
+  if model_dir and tf.io.gfile.exists(os.path.join(model_dir, RUN_CLASS_NAMES_FILE)):
+    return _read_names(os.path.join(model_dir, RUN_CLASS_NAMES_FILE), n, 'The run\'s class names file')
   try:
     names = [str(c) for c in bench.class_names]
   except Exception as e:  # pylint: disable=broad-except  # Names are a convenience; the model works without them.
@@ -200,11 +211,30 @@ def resolve_class_names(bench, how: str = '') -> list[str]:
   return names
 
 
+def check_export_dir(export_dir: str, overwrite: bool = False) -> None:
+  """Raises ExportError if `export_dir` exists, is not empty and `overwrite` is False."""
+  if tf.io.gfile.exists(export_dir) and tf.io.gfile.listdir(export_dir) and not overwrite:
+    raise ExportError(f'{export_dir} exists and is not empty; pass --overwrite to replace it.')
+
+
 def preprocess_batch(images: tf.Tensor, image_size: int) -> tf.Tensor:
-  """Evaluation preprocessing of a uint8 batch [B, H, W, 3]: `preprocessing.eval_preprocess` on each image."""
-  spec = tf.TensorSpec([image_size, image_size, 3], tf.float32)
-  return tf.map_fn(lambda im: preprocessing.eval_preprocess(im, image_size=image_size), images,
-                   fn_output_signature=spec)
+  """Evaluation preprocessing of a uint8 batch [B, H, W, 3] -> float32 [B, S, S, 3], bit for bit as in evaluation.
+
+  `preprocessing.eval_preprocess` is mapped over the batch with tf.data, as the evaluation pipeline maps it, rather
+  than with `tf.map_fn`: in a tf.function graph, grappler's constant folding turns the `/ 255.0` into a multiply by
+  the reciprocal (results differ in the last bit), while tf.data map functions keep the division, as eager does.
+  """
+  n = tf.shape(images, out_type=tf.int64)[0]
+
+  def nonempty():
+    ds = tf.data.Dataset.from_tensor_slices(images).map(
+        lambda im: preprocessing.eval_preprocess(im, image_size=image_size), num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True)
+    return ds.batch(n).get_single_element()
+
+  out = tf.cond(n > 0, nonempty, lambda: tf.zeros([0, image_size, image_size, 3], tf.float32))
+  out.set_shape([None, image_size, image_size, 3])
+  return out
 
 
 class ServingModule(tf.Module):
@@ -257,9 +287,8 @@ def export(run: LoadedRun, export_dir: str, *, class_names: Sequence[str], top_k
   Raises:
     ExportError: `export_dir` exists and is not empty, and `overwrite` is False.
   """
-  if tf.io.gfile.exists(export_dir) and tf.io.gfile.listdir(export_dir):
-    if not overwrite:
-      raise ExportError(f'{export_dir} exists and is not empty; pass --overwrite to replace it.')
+  check_export_dir(export_dir, overwrite)
+  if tf.io.gfile.exists(export_dir):
     tf.io.gfile.rmtree(export_dir)
   if len(class_names) != run.model.num_classes:
     raise ExportError(f'{len(class_names)} class names for a head of {run.model.num_classes} classes.')
@@ -314,48 +343,64 @@ def verify(run: LoadedRun, export_dir: str, *, batch: int = 4, seed: int = 0) ->
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('model_dir', None, 'Run directory (config.gin, checkpoints/) written by l2p_tf.main.')
-flags.DEFINE_string('export_dir', None, 'Where to write the SavedModel.')
-flags.DEFINE_string('checkpoint', None, 'Checkpoint prefix (e.g. MODEL_DIR/checkpoints/ckpt-8) or directory; '
-                    'default: the newest in MODEL_DIR/checkpoints.')
-flags.DEFINE_string('tfds_data_dir', None, 'tensorflow-datasets data directory (for the class names).')
-flags.DEFINE_string('tfds_manual_dir', None, 'Directory with manually downloaded dataset files (as l2p_tf.main).')
-flags.DEFINE_string('class_names', '', "'' (from the benchmark's dataset), 'index' (class_<i>, reads no data) or a "
-                    'text file with one name per line.')
-flags.DEFINE_multi_string('gin_bindings', [], 'Extra gin bindings applied after MODEL_DIR/config.gin.')
-flags.DEFINE_integer('top_k', 5, 'Classes in the top_k_* outputs.')
-flags.DEFINE_bool('overwrite', False, 'Replace a non-empty --export_dir.')
-flags.DEFINE_bool('verify', True, 'Reload the export and check its logits against the in-process model.')
 
 
-def main(argv):
+def define_flags(fv: flags.FlagValues = FLAGS) -> None:
+  """Defines the command-line flags in `fv` (called by `__main__` only, so importing this module defines none)."""
+  flags.DEFINE_string('model_dir', None, 'Run directory (config.gin, checkpoints/) written by l2p_tf.main.',
+                      flag_values=fv)
+  flags.DEFINE_string('export_dir', None, 'Where to write the SavedModel.', flag_values=fv)
+  flags.DEFINE_string('checkpoint', None, 'Checkpoint prefix (e.g. MODEL_DIR/checkpoints/ckpt-8) or directory; '
+                      'default: the newest in MODEL_DIR/checkpoints.', flag_values=fv)
+  flags.DEFINE_string('tfds_data_dir', None, 'tensorflow-datasets data directory (for the class names).',
+                      flag_values=fv)
+  flags.DEFINE_string('tfds_manual_dir', None, 'Directory with manually downloaded dataset files (as l2p_tf.main).',
+                      flag_values=fv)
+  flags.DEFINE_string('class_names', '', "'' (from the benchmark's dataset), 'index' (class_<i>, reads no data) or "
+                      'a text file with one name per line.', flag_values=fv)
+  flags.DEFINE_multi_string('gin_bindings', [], 'Extra gin bindings applied after MODEL_DIR/config.gin.',
+                            flag_values=fv)
+  flags.DEFINE_integer('top_k', 5, 'Classes in the top_k_* outputs.', flag_values=fv)
+  flags.DEFINE_bool('overwrite', False, 'Replace a non-empty --export_dir.', flag_values=fv)
+  flags.DEFINE_bool('verify', True, 'Reload the export and check its logits against the in-process model.',
+                    flag_values=fv)
+
+
+def run_cli(fv: flags.FlagValues, argv: Sequence[str]) -> int:
+  """The command with parsed flags `fv`; returns the exit code."""
   if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if not FLAGS.model_dir or not FLAGS.export_dir:
+    raise app.UsageError(f'Unexpected arguments: {list(argv[1:])}')
+  if not fv.model_dir or not fv.export_dir:
     raise app.UsageError('--model_dir and --export_dir are required.')
-  if not FLAGS['verbosity'].present:
+  if 'verbosity' in fv and not fv['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
   try:
-    run = load_run(FLAGS.model_dir, FLAGS.checkpoint, data_dir=FLAGS.tfds_data_dir, manual_dir=FLAGS.tfds_manual_dir,
-                   gin_bindings=FLAGS.gin_bindings)
-    names = resolve_class_names(run.benchmark, FLAGS.class_names)
+    check_export_dir(fv.export_dir, fv.overwrite)
+    run = load_run(fv.model_dir, fv.checkpoint, data_dir=fv.tfds_data_dir, manual_dir=fv.tfds_manual_dir,
+                   gin_bindings=fv.gin_bindings)
+    names = resolve_class_names(run.benchmark, fv.class_names, model_dir=fv.model_dir)
     print(f'Restored {run.checkpoint} ({run.model.summary_line() if hasattr(run.model, "summary_line") else ""}).')
-    export(run, FLAGS.export_dir, class_names=names, top_k=FLAGS.top_k, overwrite=FLAGS.overwrite)
+    export(run, fv.export_dir, class_names=names, top_k=fv.top_k, overwrite=fv.overwrite)
   except (ExportError, gin_utils.GinConfigError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  print(f'SavedModel written to {FLAGS.export_dir}: {len(names)} classes, {run.image_size}px, signatures '
+  print(f'SavedModel written to {fv.export_dir}: {len(names)} classes, {run.image_size}px, signatures '
         f'{", ".join(SIGNATURES)}.')
-  if FLAGS.verify:
-    diffs = verify(run, FLAGS.export_dir)
-    worst = max(diffs.values())
+  if fv.verify:
+    diffs = verify(run, fv.export_dir)
     print('Verified: reloaded logits match the model (max |diff| ' +
           ', '.join(f'{k} {v:.2g}' for k, v in diffs.items()) + ').')
+    worst = max(diffs.values())
     if worst > 1e-4:
       print(f'error: the reloaded SavedModel differs from the model by {worst:.3g}.', file=sys.stderr)
       return 1
   return 0
 
 
+def main(argv):
+  return run_cli(FLAGS, argv)
+
+
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

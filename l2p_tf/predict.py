@@ -87,19 +87,25 @@ def format_results(results: Sequence[dict]) -> str:
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('export_dir', None, 'SavedModel directory written by python -m l2p_tf.export.')
-flags.DEFINE_integer('top_k', 5, 'Classes printed per image.')
-flags.DEFINE_enum('signature', 'serving_default', ['serving_default', 'batchwise'], 'Signature to call.')
 
 
-def main(argv):
-  paths = argv[1:]
-  if not FLAGS.export_dir:
+def define_flags(fv: flags.FlagValues = FLAGS) -> None:
+  """Defines the command-line flags in `fv` (called by `__main__` only, so importing this module defines none)."""
+  flags.DEFINE_string('export_dir', None, 'SavedModel directory written by python -m l2p_tf.export.', flag_values=fv)
+  flags.DEFINE_integer('top_k', 5, 'Classes printed per image.', flag_values=fv)
+  flags.DEFINE_enum('signature', 'serving_default', ['serving_default', 'batchwise'], 'Signature to call.',
+                    flag_values=fv)
+
+
+def run_cli(fv: flags.FlagValues, argv: Sequence[str]) -> int:
+  """The command with parsed flags `fv` and positional arguments `argv[1:]` (image files); returns the exit code."""
+  paths = list(argv[1:])
+  if not fv.export_dir:
     raise app.UsageError('--export_dir is required.')
   if not paths:
     raise app.UsageError('Give at least one image file: python -m l2p_tf.predict --export_dir=OUT IMAGE...')
   try:
-    results = predict(FLAGS.export_dir, paths, top_k=FLAGS.top_k, signature=FLAGS.signature)
+    results = predict(fv.export_dir, paths, top_k=fv.top_k, signature=fv.signature)
   except (ValueError, OSError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
@@ -107,5 +113,10 @@ def main(argv):
   return 0
 
 
+def main(argv):
+  return run_cli(FLAGS, argv)
+
+
 if __name__ == '__main__':
+  define_flags()
   app.run(main)
