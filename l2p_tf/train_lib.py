@@ -51,6 +51,12 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
   return task_type == 'worker' and task_id == 0 and not has_chief
 
 
+def strategy_name(strategy: tf.distribute.Strategy) -> str:
+  """The public name of a strategy (MultiWorkerMirroredStrategy's class is CollectiveAllReduceStrategy)."""
+  name = type(strategy).__name__
+  return 'MultiWorkerMirroredStrategy' if name == 'CollectiveAllReduceStrategy' else name
+
+
 def _say(msg: str) -> None:
   print(msg, flush=True)
 
@@ -200,7 +206,7 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
   replicas = strategy.num_replicas_in_sync
   if global_batch_size % replicas:
     raise ValueError(f'global_batch_size={global_batch_size} is not divisible by the {replicas} replicas of '
-                     f'{type(strategy).__name__}; use a multiple of {replicas}.')
+                     f'{strategy_name(strategy)}; use a multiple of {replicas}.')
   eval_batch_size = eval_batch_size or global_batch_size
   if eval_batch_size % replicas:
     raise ValueError(f'eval_batch_size={eval_batch_size} is not divisible by the {replicas} replicas.')
@@ -295,7 +301,7 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
         tf.summary.text('gin/operative_config', '```\n' + operative + '\n```', step=step0)
 
   _say(f'l2p-tf | {bench.name} ({bench.scenario}), {num_tasks} tasks, {bench.num_classes} classes | '
-       f'{type(strategy).__name__} x{replicas} | global batch {global_batch_size} | model_dir {model_dir}')
+       f'{strategy_name(strategy)} x{replicas} | global batch {global_batch_size} | model_dir {model_dir}')
   if hasattr(net, 'summary_line'):
     _say(net.summary_line())
   if restored_from:
@@ -327,7 +333,12 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
                    primary['count'], time.perf_counter() - start)
     return row
 
-  def build_results(acc: np.ndarray, done: int) -> dict:
+  def read_usage():
+    # An ON_READ (SUM) variable: reading it is a collective all-reduce under MultiWorkerMirrored, so every worker
+    # reads it at the same points (never inside a chief-only branch).
+    return pool.usage.numpy() if pool is not None else None
+
+  def build_results(acc: np.ndarray, done: int, usage) -> dict:
     rows = acc[:done]
     curves = _metric_curves(rows, bench.scenario)
     out = {
@@ -343,16 +354,17 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
     for s, m in extra_matrices.items():
       out[f'accuracy_matrix_{s}'] = results_lib.matrix_to_lists(m[:done])
     if pool is not None:
-      out['prompt_usage_train'] = pool.usage.numpy()[:done].astype(int).tolist()
+      out['prompt_usage_train'] = usage[:done].astype(int).tolist()
       out['prompt_histogram_eval'] = eval_histograms
     out.update({'global_step': int(state.global_step.numpy()), 'global_batch_size': global_batch_size,
-                'strategy': type(strategy).__name__, 'num_replicas': replicas, 'seed': seed,
+                'strategy': strategy_name(strategy), 'num_replicas': replicas, 'seed': seed,
                 'gin_config_hash': config_hash, 'train_step_traces_this_process': trainer.trace_count,
                 'wall_time_seconds': round(float(state.wall_time.numpy()) + time.time() - wall_start, 1)})
     return out
 
   def record(t: int, acc: np.ndarray, done: int) -> dict:
-    res = build_results(acc, done)
+    usage_all = read_usage()
+    res = build_results(acc, done, usage_all)
     if not chief:
       return res
     png = results_lib.write_all(model_dir, res, acc[:done], names)
@@ -366,7 +378,7 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
       for s, m in extra_matrices.items():
         tf.summary.scalar(f'avg_acc_{s}', float(np.nanmean(m[t])), step=step)
       if pool is not None:
-        usage = pool.usage.numpy()[t]
+        usage = usage_all[t]
         ids = np.repeat(np.arange(len(usage)), usage.astype(np.int64))
         tf.summary.histogram(f'prompt_usage/task_{t}', ids.astype(np.float32), step=step,
                              buckets=len(usage))
@@ -386,14 +398,14 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
     row = evaluate_after(t)
     acc_eval = acc.copy()
     acc_eval[t] = row
-    res = build_results(acc_eval, t + 1)
+    res = build_results(acc_eval, t + 1, read_usage())
     if chief:
       results_lib.atomic_write(os.path.join(model_dir, 'eval_results.json'), json.dumps(res, indent=2) + '\n')
     _say(cl_metrics.format_matrix(acc_eval[:t + 1], names) if bench.scenario != 'task_agnostic' else
          f'accuracy on {bench.eval_names[0]}: {row[0]:.2f}%')
     return res
 
-  res = build_results(acc, done)
+  res = build_results(acc, done, read_usage())
   for t in range(done, num_tasks):
     start, end = task_starts[t], task_starts[t + 1]
     state.task_index.assign(t)
@@ -413,8 +425,9 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
         step = int(state.global_step.numpy())
         state.wall_time.assign(float(state.wall_time.numpy()) + time.time() - wall_start)
         manager.save(checkpoint_number=step, check_interval=False)
+        partial = build_results(acc, t, read_usage())
         if chief:
-          results_lib.write_all(model_dir, build_results(acc, t), acc[:t], names)
+          results_lib.write_all(model_dir, partial, acc[:t], names)
         raise PreemptedError(f'Preempted ({preemption.requested or "stop requested"}) at step {step}, task {t + 1}/'
                              f'{num_tasks} ({step - start}/{end - start} steps); checkpoint written to {ckpt_dir}. '
                              'Rerun the same command to resume.')
