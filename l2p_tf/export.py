@@ -74,7 +74,7 @@ class LoadedRun:
     pool_size: M (0 without a prompt pool).
     top_k: N, prompts per image (0 without a prompt pool).
   """
-  model: tf.keras.Model
+  model: object  # an l2p_model.L2PModel
   benchmark: object
   checkpoint: str
   image_size: int
@@ -259,14 +259,29 @@ class ServingModule(tf.Module):
     image_spec = tf.TensorSpec([None, None, None, 3], tf.uint8, name='images')
 
     def classify(images, selection):
-      x = preprocess_batch(images, image_size)
-      out = model(x, training=False, selection=selection)
-      logits = tf.cast(out['logits'], tf.float32)
-      probs = tf.nn.softmax(logits, axis=-1)
-      top_p, top_i = tf.math.top_k(probs, k=k)
-      top_i = tf.cast(top_i, tf.int32)
-      return {'logits': logits, 'probabilities': probs, 'top_k_classes': top_i, 'top_k_probabilities': top_p,
-              'top_k_class_names': tf.gather(names, top_i), 'selected_prompts': tf.cast(out['prompt_ids'], tf.int32)}
+      def full():
+        x = preprocess_batch(images, image_size)
+        out = model(x, training=False, selection=selection)
+        logits = tf.cast(out['logits'], tf.float32)
+        probs = tf.nn.softmax(logits, axis=-1)
+        top_p, top_i = tf.math.top_k(probs, k=k)
+        top_i = tf.cast(top_i, tf.int32)
+        return {'logits': logits, 'probabilities': probs, 'top_k_classes': top_i, 'top_k_probabilities': top_p,
+                'top_k_class_names': tf.gather(names, top_i),
+                'selected_prompts': tf.cast(out['prompt_ids'], tf.int32)}
+
+      def empty():  # A request without images gets empty outputs (the model itself needs at least one).
+        return {'logits': tf.zeros([0, num_classes]), 'probabilities': tf.zeros([0, num_classes]),
+                'top_k_classes': tf.zeros([0, k], tf.int32), 'top_k_probabilities': tf.zeros([0, k]),
+                'top_k_class_names': tf.zeros([0, k], tf.string),
+                'selected_prompts': tf.zeros([0, prompts_per_image], tf.int32)}
+
+      out = tf.cond(tf.shape(images)[0] > 0, full, empty)
+      for key, width in (('logits', num_classes), ('probabilities', num_classes), ('top_k_classes', k),
+                         ('top_k_probabilities', k), ('top_k_class_names', k),
+                         ('selected_prompts', prompts_per_image)):
+        out[key].set_shape([None, width])
+      return out
 
     self.serving_default = tf.function(lambda images: classify(images, 'instancewise'), input_signature=[image_spec])
     self.batchwise = tf.function(lambda images: classify(images, 'batchwise'), input_signature=[image_spec])
@@ -288,12 +303,12 @@ def export(run: LoadedRun, export_dir: str, *, class_names: Sequence[str], top_k
     ExportError: `export_dir` exists and is not empty, and `overwrite` is False.
   """
   check_export_dir(export_dir, overwrite)
-  if tf.io.gfile.exists(export_dir):
-    tf.io.gfile.rmtree(export_dir)
   if len(class_names) != run.model.num_classes:
     raise ExportError(f'{len(class_names)} class names for a head of {run.model.num_classes} classes.')
   if any('\n' in c for c in class_names):
     raise ExportError('class names must not contain newlines.')
+  if tf.io.gfile.exists(export_dir):
+    tf.io.gfile.rmtree(export_dir)
   info = {
       'format': 'l2p_tf SavedModel v1',
       'benchmark': getattr(run.benchmark, 'name', ''),

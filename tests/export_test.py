@@ -111,6 +111,8 @@ def test_round_trip_logits_equal_in_process_evaluation(trained, signature, selec
   assert prompts.shape == (5, 4) and prompts.dtype == np.int32
   if signature == 'batchwise':  # One vote for the whole request.
     assert (prompts == prompts[:1]).all()
+  empty = fn(images=tf.zeros([0, 9, 9, 3], tf.uint8))  # An empty request: empty outputs, no error.
+  assert empty['logits'].shape == (0, 100) and empty['selected_prompts'].shape == (0, 4)
 
 
 def test_batchwise_signature_reproduces_the_final_accuracy_row(trained):
