@@ -299,6 +299,11 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
       results_lib.atomic_write(os.path.join(model_dir, 'config.gin'), operative)
       with eval_writer.as_default():
         tf.summary.text('gin/operative_config', '```\n' + operative + '\n```', step=step0)
+    try:  # For l2p_tf.export: class names without reaching for the data again.
+      results_lib.atomic_write(os.path.join(model_dir, 'class_names.txt'),
+                               ''.join(f'{c}\n' for c in bench.class_names))
+    except Exception as e:  # pylint: disable=broad-except  (names are a convenience; training goes on)
+      logging.warning('Could not write class_names.txt: %s', e)
 
   _say(f'l2p-tf | {bench.name} ({bench.scenario}), {num_tasks} tasks, {bench.num_classes} classes | '
        f'{strategy_name(strategy)} x{replicas} | global batch {global_batch_size} | model_dir {model_dir}')
