@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -27,8 +28,14 @@ def cpu_devices() -> list[str]:
   return [d.name for d in tf.config.list_logical_devices('CPU')]
 
 
+@functools.lru_cache(maxsize=None)
 def mirrored_strategy() -> tf.distribute.MirroredStrategy:
-  """A MirroredStrategy over the virtual CPUs (2 replicas)."""
+  """The process's one MirroredStrategy over the virtual CPUs (2 replicas).
+
+  Shared on purpose: every MirroredStrategy numbers its collective ops from the same base, and the runtime caches
+  collective parameters by those numbers, so a second instance in the same process can collide with the first
+  ("Shape mismatch in the collective instance ...").
+  """
   devices = cpu_devices()
   assert len(devices) >= 2, f'need >= 2 virtual CPUs, have {devices}'
   return tf.distribute.MirroredStrategy(devices[:2])
