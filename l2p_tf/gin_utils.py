@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util  # pylint: disable=unused-import  (gin's resource reader uses it without importing it)
 import logging
 import os
 from typing import Sequence

@@ -71,7 +71,19 @@ def main(argv):
   except train_lib.PreemptedError as e:
     print(f'preempted: {e}', file=sys.stderr)
     return train_lib.PREEMPTED_EXIT_CODE
+  except (ValueError, RuntimeError) as e:
+    # Bad input (checkpoint, config, data): one clear line; the traceback stays in the log for whoever wants it.
+    logging.info('Traceback of the error below:', exc_info=True)
+    print(f'error: {user_message(e)}\n(the traceback is in the log: rerun with --verbosity=0 to see it)',
+          file=sys.stderr)
+    return 2
   return 0
+
+
+def user_message(e: BaseException) -> str:
+  """The exception's message without gin's "In call to configurable ..." trailer."""
+  lines = [l for l in str(e).splitlines() if not l.strip().startswith('In call to configurable')]
+  return '\n'.join(lines).strip()
 
 
 if __name__ == '__main__':

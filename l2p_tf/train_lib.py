@@ -1,8 +1,8 @@
 """The continual loop: task after task, train -> evaluate every seen task -> record -> checkpoint.
 
 `run` owns the checkpoint manager, the summary writers, the results files and the task index. Training within a
-task is orbit's (`orbit.Controller` + `L2PTrainer`): it restores the newest checkpoint on start (or reads the
-pretrained `.npz` on a fresh start), saves every `checkpoint_every_steps` steps and at each task's end, and writes
+task is orbit's (`orbit.Controller` + `L2PTrainer`): it restores the newest checkpoint on start (on a fresh start
+`run` reads the pretrained `.npz` instead, before any data work), saves every `checkpoint_every_steps` steps and at each task's end, and writes
 train summaries. One checkpoint holds the model, the optimizer, the global step, the number of finished tasks, the
 accuracy matrix so far and the accumulated wall time; the position in the data stream is derived from the global
 step (task t starts at the sum of the earlier tasks' step counts, and its input pipeline can start at any step), so
@@ -215,16 +215,9 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
     tf.config.experimental.enable_op_determinism()
   tf_keras.utils.set_random_seed(seed)
 
-  bench = benchmark(data_dir=data_dir, manual_dir=manual_dir)
+  bench = benchmark(data_dir=data_dir, manual_dir=manual_dir)  # Reads no data yet.
   num_tasks = len(bench.tasks)
   num_eval = len(bench.eval_names)
-  task_steps = [bench.steps_per_task(t, global_batch_size) for t in range(num_tasks)]
-  task_starts = np.concatenate([[0], np.cumsum(task_steps)]).astype(int).tolist()
-  for t, n in enumerate(task_steps):
-    if n <= 0:
-      raise ValueError(f'Task {t} ({bench.tasks[t].name}) has {bench.num_train_examples(t)} training examples, '
-                       f'fewer than one global batch of {global_batch_size}: it would train for 0 steps. Lower '
-                       'global_batch_size or check the task definition.')
 
   with strategy.scope():
     backbone = vit()
@@ -253,7 +246,14 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
   if not chief:  # Non-chief workers take part in the collective save but write to a scratch directory.
     ckpt_dir = os.path.join(model_dir, f'.worker_{strategy.cluster_resolver.task_id}', 'checkpoints')
 
-  def init_fn():
+  manager = tf.train.CheckpointManager(
+      ckpt, ckpt_dir, max_to_keep=max_checkpoints_to_keep, step_counter=state.global_step,
+      checkpoint_interval=checkpoint_every_steps)
+  if mode == 'eval' and manager.latest_checkpoint is None:
+    raise ValueError(f'--mode=eval needs a checkpoint, and {ckpt_dir} has none. Train first (--mode=train).')
+  if manager.latest_checkpoint is None:
+    # Fresh start: the pretrained backbone is read now (never on a resume, where the checkpoint has it), before any
+    # data work, so a wrong path or a mismatched file fails in seconds.
     if init_checkpoint:
       report = npz_loader.load_vit_npz(backbone, init_checkpoint)
       _say(f'Backbone: loaded {len(report.loaded)} arrays from {init_checkpoint} ({report.seconds:.1f}s).')
@@ -261,11 +261,15 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
       _say('Backbone: RANDOM weights (INIT_CHECKPOINT is empty). Accuracy will be far below the paper\'s, which '
            'needs a pretrained ViT; set INIT_CHECKPOINT to an original .npz.')
 
-  manager = tf.train.CheckpointManager(
-      ckpt, ckpt_dir, max_to_keep=max_checkpoints_to_keep, step_counter=state.global_step,
-      checkpoint_interval=checkpoint_every_steps, init_fn=init_fn)
-  if mode == 'eval' and manager.latest_checkpoint is None:
-    raise ValueError(f'--mode=eval needs a checkpoint, and {ckpt_dir} has none. Train first (--mode=train).')
+  # Counting the examples prepares the data (a download, or reading --tfds_manual_dir): only after the model is
+  # built and the backbone read, so a configuration mistake fails in seconds, before any data work.
+  task_steps = [bench.steps_per_task(t, global_batch_size) for t in range(num_tasks)]
+  task_starts = np.concatenate([[0], np.cumsum(task_steps)]).astype(int).tolist()
+  for t, n in enumerate(task_steps):
+    if n <= 0:
+      raise ValueError(f'Task {t} ({bench.tasks[t].name}) has {bench.num_train_examples(t)} training examples, '
+                       f'fewer than one global batch of {global_batch_size}: it would train for 0 steps. Lower '
+                       'global_batch_size or check the task definition.')
 
   trainer = trainer_lib.L2PTrainer(
       strategy=strategy, model=net, optimizer=opt, global_step=state.global_step, task_index=state.task_index,

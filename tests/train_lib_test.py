@@ -139,3 +139,20 @@ def test_batch_not_divisible_by_replicas(tmp_path):
     with pytest.raises(ValueError, match=r'global_batch_size=15 is not divisible by the 2 replicas'):
       run_experiment(tmp_path / 'x', 'cifar100_l2p', ['GLOBAL_BATCH_SIZE = 15'],
                      strategy=test_util.mirrored_strategy(), data_dir=str(tmp_path / 'tfds'))
+
+
+def test_init_checkpoint_is_read_on_a_fresh_start_only(tmp_path, capsys):
+  npz = tmp_path / 'vit_tiny.npz'
+  arrays = test_util.write_fake_npz(str(npz), variant='tiny', image_size=32)
+  binding = [f'INIT_CHECKPOINT = "{npz}"']
+  with tfds.testing.mock_data(num_examples=1000):
+    with pytest.raises(train_lib.PreemptedError):
+      run_experiment(tmp_path / 'run', 'cifar100_l2p', binding, data_dir=str(tmp_path / 'tfds'),
+                     preemption=StopAtStep(2))
+    assert 'Backbone: loaded' in capsys.readouterr().out
+    reader = tf.train.load_checkpoint(str(tmp_path / 'run' / 'checkpoints'))
+    np.testing.assert_array_equal(reader.get_tensor('model/vit/cls/.ATTRIBUTES/VARIABLE_VALUE'), arrays['cls'])
+    npz.unlink()  # A resume must not read it again (the checkpoint holds the backbone).
+    res = run_experiment(tmp_path / 'run', 'cifar100_l2p', binding, data_dir=str(tmp_path / 'tfds'))
+  assert res['complete']
+  assert 'Backbone: loaded' not in capsys.readouterr().out

@@ -49,7 +49,7 @@ class L2PModel(tf_keras.Model):
       ([CLS, prompts, patches], each prompt token plus a copy of [CLS]'s position embedding).
     train_backbone: train the ViT too (fine-tuning baselines); the query stays a stop-gradient feature.
     name: model name.
-    **kwargs: passed to `tf_keras.Model`.
+    name: model name.
 
   Raises:
     ValueError: unknown head type or token order, 'prompt' head without a pool, a pool whose width differs from the
@@ -58,8 +58,9 @@ class L2PModel(tf_keras.Model):
 
   def __init__(self, *, vit: vit_lib.VisionTransformer, num_classes: int,
                prompt_pool: Optional[prompt_pool_lib.PromptPool] = None, head_type: str = 'prompt',
-               token_order: str = 'prompts_first', train_backbone: bool = False, name: str = 'l2p', **kwargs):
-    super().__init__(name=name, **kwargs)
+               token_order: str = 'prompts_first', train_backbone: bool = False, name: str = 'l2p'):
+    # No **kwargs: gin then rejects a misspelt parameter when it parses the binding.
+    super().__init__(name=name)
     if head_type not in HEAD_TYPES:
       raise ValueError(f'Unknown head_type {head_type!r}; choose one of {HEAD_TYPES}.')
     if token_order not in TOKEN_ORDERS:

@@ -130,7 +130,7 @@ class PromptPool(tf_keras.layers.Layer):
     key_init: initializer of the keys, one of `INITIALIZERS`.
     use_key: learnable keys; False uses the mean of each prompt's tokens as its key.
     name: layer name.
-    **kwargs: passed to `tf_keras.layers.Layer`.
+    dtype: variable dtype (float32 by default, whatever the global mixed-precision policy).
 
   Raises:
     ValueError: a non-positive size, `top_k` > `pool_size`, or an unknown selection / diversity / initializer.
@@ -139,9 +139,9 @@ class PromptPool(tf_keras.layers.Layer):
   def __init__(self, *, embed_dim: int, pool_size: int = 10, prompt_length: int = 10, top_k: int = 4,
                num_tasks: int = 1, selection: str = 'batchwise', diversity: str = 'task_mask',
                prompt_init: str = 'uniform', key_init: str = 'uniform', use_key: bool = True,
-               name: str = 'prompt_pool', **kwargs):
-    kwargs.setdefault('dtype', 'float32')
-    super().__init__(name=name, **kwargs)
+               name: str = 'prompt_pool', dtype='float32'):
+    # Explicit name/dtype instead of **kwargs: gin then rejects a misspelt parameter when it parses the binding.
+    super().__init__(name=name, dtype=dtype)
     for arg, value in (('embed_dim', embed_dim), ('pool_size', pool_size), ('prompt_length', prompt_length),
                        ('top_k', top_k), ('num_tasks', num_tasks)):
       if not isinstance(value, int) or value < 1:

@@ -159,9 +159,9 @@ class VisionTransformer(tf_keras.Model):
 
   def __init__(self, *, variant: str = 'B/16', image_size: int = 224, num_classes: int = 0,
                representation_size: Optional[int] = None, dropout_rate: float = 0.0,
-               attention_dropout_rate: float = 0.0, gelu_approximate: bool = True, **kwargs):
-    kwargs.setdefault('name', 'vit')
-    super().__init__(**kwargs)
+               attention_dropout_rate: float = 0.0, gelu_approximate: bool = True, name: str = 'vit', dtype=None):
+    # Explicit name/dtype instead of **kwargs: gin then rejects a misspelt parameter when it parses the binding.
+    super().__init__(name=name, dtype=dtype)
     self.variant = variant
     self.config = get_config(variant)
     if image_size <= 0 or image_size % self.config.patch_size:
