@@ -110,12 +110,15 @@ class ContinualBenchmark:
     scenario: 'class_incremental' | 'domain_incremental' | 'task_agnostic'.
     eval_names: names of the evaluation sets.
     epochs: passes over each task's examples.
+    mask: 'class' (training logits restricted to the segment's classes) or 'none' (all logits).
   """
 
   def __init__(self, *, name: str, num_classes: int, class_names: Sequence[str], tasks: Sequence[Task],
                scenario: str, eval_names: Sequence[str], epochs: Union[int, float] = 5, image_size: int = 224,
-               jpeg_round_trip: bool = False):
+               jpeg_round_trip: bool = False, mask: str = 'class'):
     _check_choice('scenario', scenario, SCENARIOS)
+    _check_choice('mask', mask, MASKS)
+    self.mask = mask
     if len(class_names) != num_classes:
       raise ValueError(f'{len(class_names)} class names for num_classes={num_classes}')
     if not tasks:
@@ -168,8 +171,10 @@ class ContinualBenchmark:
     return self._eval_part(i).num_examples
 
   def label_mask(self, t: int) -> np.ndarray:
-    """bool (num_classes,): the classes trained in segment `t`."""
+    """bool (num_classes,): the classes trained in segment `t` (all of them when the mask is 'none')."""
     self._check_task(t)
+    if self.mask == 'none':
+      return np.ones(self.num_classes, bool)
     mask = np.zeros(self.num_classes, bool)
     mask[list(self.tasks[t].classes)] = True
     return mask
@@ -241,12 +246,10 @@ class SegmentedBenchmark(ContinualBenchmark):
     Raises:
       ValueError: on an unknown mask or mismatched lengths.
     """
-    super().__init__(**kwargs)
-    _check_choice('mask', mask, MASKS)
+    super().__init__(mask=mask, **kwargs)
     if len(train_parts) != len(self.tasks) or len(eval_parts) != len(self.eval_names):
       raise ValueError(f'{len(train_parts)} train parts / {len(eval_parts)} eval parts for {len(self.tasks)} tasks '
                        f'/ {len(self.eval_names)} evaluation sets')
-    self.mask = mask
     self.shuffle_buffer = shuffle_buffer
     self._train_part_fns = list(train_parts)
     self._eval_part_fns = list(eval_parts)
@@ -267,12 +270,6 @@ class SegmentedBenchmark(ContinualBenchmark):
 
   def _num_train_examples(self, t: int) -> int:
     return self.train_part(t).num_examples
-
-  def label_mask(self, t: int) -> np.ndarray:
-    if self.mask == 'none':
-      self._check_task(t)
-      return np.ones(self.num_classes, bool)
-    return super().label_mask(t)
 
   def _train_dataset(self, t, input_context, *, global_batch_size, seed, start_step):
     part = self.train_part(t)
@@ -392,17 +389,15 @@ class GaussianBenchmark(ContinualBenchmark):
     _check_positive('eval_every_episodes', eval_every_episodes, allow_none=False)
     _check_positive('steps_per_episode', steps_per_episode)
     _check_positive('max_tasks', max_tasks)
-    _check_choice('mask', mask, MASKS)
     self.episodes = [tuple(e) for e in episodes]
     self.eval_every_episodes = eval_every_episodes
     self.repeat_episodes = repeat_episodes
     self.steps_per_episode = steps_per_episode if steps_per_episode or not repeat_episodes else 5
-    self.mask = mask
     bounds = list(range(0, len(self.episodes), eval_every_episodes)) + [len(self.episodes)]
     self.segments = [(a, b) for a, b in zip(bounds[:-1], bounds[1:])][:max_tasks]
     tasks = [Task(index=s, name=f'episodes_{a}-{b - 1}',
                   classes=tuple(sorted(set().union(*self.episodes[a:b])))) for s, (a, b) in enumerate(self.segments)]
-    super().__init__(tasks=tasks, scenario='task_agnostic', eval_names=['all'], **kwargs)
+    super().__init__(tasks=tasks, scenario='task_agnostic', eval_names=['all'], mask=mask, **kwargs)
     self._train_part_fn = train_part
     self._eval_part_fn = eval_part
     self._cache = {}
@@ -498,12 +493,6 @@ class GaussianBenchmark(ContinualBenchmark):
     if self.mask == 'none':
       masks[:] = True
     return masks
-
-  def label_mask(self, t: int) -> np.ndarray:
-    if self.mask == 'none':
-      self._check_task(t)
-      return np.ones(self.num_classes, bool)
-    return super().label_mask(t)
 
   def _train_dataset(self, t, input_context, *, global_batch_size, seed, start_step):
     plan, episode_of_step = self.plan(global_batch_size, seed)

@@ -115,7 +115,7 @@ class _State:
 class ProgressAction:
   """Prints a progress line after each train loop: task, step/total, loss, accuracy, images/s, ETA."""
 
-  def __init__(self, *, total_tasks: int, log_every_steps: int):
+  def __init__(self, *, global_step: tf.Variable, total_tasks: int, log_every_steps: int):
     self.total_tasks = total_tasks
     self.log_every_steps = max(1, log_every_steps)
     self.task = 0
@@ -124,7 +124,7 @@ class ProgressAction:
     self._t0 = time.perf_counter()
     self._s0 = 0
     self._last_logged = -1
-    self.global_step = None
+    self.global_step = global_step
 
   def begin_task(self, task: int, name: str, start_step: int, end_step: int, current_step: int):
     self.task, self.task_name = task, name
@@ -275,8 +275,7 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
       strategy=strategy, model=net, optimizer=opt, global_step=state.global_step, task_index=state.task_index,
       global_batch_size=global_batch_size, pull_coefficient=pull_coefficient, grad_clip_norm=grad_clip_norm,
       use_label_mask=use_label_mask, jit_compile=jit_compile)
-  progress = ProgressAction(total_tasks=num_tasks, log_every_steps=log_every_steps)
-  progress.global_step = state.global_step
+  progress = ProgressAction(global_step=state.global_step, total_tasks=num_tasks, log_every_steps=log_every_steps)
   preemption = preemption or Preemption()
 
   def stop_action(output):  # pylint: disable=unused-argument
@@ -399,8 +398,9 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
   done = int(state.tasks_done.numpy())
 
   if mode == 'eval':
-    t = min(done if int(state.global_step.numpy()) > task_starts[min(done, num_tasks - 1)] else done - 1,
-            num_tasks - 1)
+    # The newest task trained: the one in progress if training has moved past its start, else the last finished.
+    in_progress = done < num_tasks and int(state.global_step.numpy()) > task_starts[done]
+    t = done if in_progress else done - 1
     if t < 0:
       raise ValueError('The checkpoint has not trained any task yet; nothing to evaluate.')
     state.task_index.assign(t)
