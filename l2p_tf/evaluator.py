@@ -1,13 +1,12 @@
 """Evaluates an L2P model on the test sets of the tasks seen so far.
 
 Every test example counts exactly once: the input pipeline pads the last batch and marks padding `valid=False`;
-padded examples are excluded from the accuracy, from the prompt-selection histogram and (where the model supports
-it) from the batchwise prompt vote.
+padded examples are excluded from the accuracy, from the prompt-selection histogram and from the batchwise prompt
+vote (the model's `valid` argument).
 """
 
 from __future__ import annotations
 
-import inspect
 from typing import Callable, Sequence
 
 import numpy as np
@@ -19,7 +18,8 @@ class Evaluator:
 
   Args:
     strategy: the model's strategy.
-    model: an `L2PModel`: `model(images, training=False, selection=...)` returns `logits` and `prompt_ids`.
+    model: an `L2PModel`: `model(images, training=False, valid=..., selection=...)` returns `logits` and
+      `prompt_ids`.
     selections: prompt-selection modes to evaluate ('batchwise', 'instancewise'); the first is the primary one (the
       accuracy matrix); the others are reported beside it. Ignored for models without a prompt pool.
     pool_size: number of prompts (histogram length); 0 for a model without a prompt pool.
@@ -36,18 +36,12 @@ class Evaluator:
     self.model = model
     self.selections = tuple(selections) if pool_size else (selections[0],)
     self.pool_size = pool_size
-    params = inspect.signature(model.call).parameters
-    self._passes_valid = 'valid' in params
     self._steps = {s: tf.function(self._make_step(s)) for s in self.selections}
 
   def _make_step(self, selection: str) -> Callable:
     def replica_fn(batch):
-      kwargs = {'training': False}
-      if self.pool_size:
-        kwargs['selection'] = selection
-      if self._passes_valid:
-        kwargs['valid'] = batch['valid']
-      out = self.model(batch['image'], **kwargs)
+      kwargs = {'selection': selection} if self.pool_size else {}
+      out = self.model(batch['image'], training=False, valid=batch['valid'], **kwargs)
       valid = tf.cast(batch['valid'], tf.float32)
       pred = tf.argmax(out['logits'], axis=-1, output_type=tf.int32)
       correct = tf.reduce_sum(tf.cast(tf.equal(pred, tf.cast(batch['label'], tf.int32)), tf.float32) * valid)

@@ -72,7 +72,7 @@ def _as_float_array(key: str, arr: np.ndarray) -> np.ndarray:
   if arr.dtype.kind == 'V' and arr.dtype.itemsize == 2:
     import ml_dtypes  # pylint: disable=g-import-not-at-top  (ships with TensorFlow)
     arr = arr.view(ml_dtypes.bfloat16)
-  if arr.dtype.kind not in 'fV' and str(arr.dtype) != 'bfloat16':
+  if arr.dtype.kind not in 'fV':  # float16/32/64, or ml_dtypes' bfloat16 (kind 'V').
     raise CheckpointError(f'Key {key!r} has dtype {arr.dtype}; expected a floating-point array.')
   return arr
 
