@@ -82,17 +82,48 @@ def get_builder(name: str, *, data_dir: Optional[str] = None, manual_dir: Option
     if builder_name == name and name in local.LOCAL_BUILDERS:
       logging.info('Preparing %s with tfds (downloads unless already prepared in %s); offline, %s', name,
                    data_dir, local.expected_files_message(local.LOCAL_BUILDERS[name], manual_dir))
+    if name in local.LOCAL_BUILDERS:
+      hint = local.expected_files_message(local.LOCAL_BUILDERS[name], manual_dir)
+    else:
+      hint = ('place real.zip ... sketch.zip and real_train.txt ... sketch_test.txt (datasets/domainnet/README.md) '
+              f'in {manual_dir or "<manual_dir>"} and pass --tfds_manual_dir')
+    url = _download_url(builder)
+    if url and not _reachable(url):
+      # tfds would retry the download for minutes before failing; say now what to do instead.
+      raise RuntimeError(f'dataset {name!r} is not prepared in {builder.data_dir} and its download ({url}) cannot be '
+                         f'reached (no network?). To run offline, {hint}; or prepare it on a machine with network '
+                         '(tfds build, or one run there) and pass that folder as --tfds_data_dir.')
     try:
       builder.download_and_prepare(download_config=config)
     except Exception as e:  # pylint: disable=broad-except  # Re-raised with what to do about it.
-      if name in local.LOCAL_BUILDERS:
-        hint = local.expected_files_message(local.LOCAL_BUILDERS[name], manual_dir)
-      else:
-        hint = ('place real.zip ... sketch.zip and real_train.txt ... sketch_test.txt (datasets/domainnet/README.md) '
-                f'in {manual_dir or "<manual_dir>"} and pass --tfds_manual_dir')
       raise RuntimeError(f'could not prepare dataset {name!r} (builder {builder_name!r}, data_dir {data_dir!r}): '
                          f'{type(e).__name__}: {e}. To run offline, {hint}.') from e
   return builder
+
+
+def _download_url(builder: tfds.core.DatasetBuilder) -> Optional[str]:
+  """The first URL a real (not mocked) tfds download of an unprepared `builder` would fetch; None otherwise."""
+  if getattr(type(builder).download_and_prepare, '__module__', '').startswith('tensorflow_datasets.testing'):
+    return None  # tfds.testing.mock_data: nothing is downloaded.
+  try:
+    if builder.is_prepared():
+      return None
+    urls = list(getattr(builder, 'url_infos', None) or ())
+  except Exception:  # pylint: disable=broad-except  (no checksums file: let tfds itself try)
+    return None
+  return urls[0] if urls else None
+
+
+def _reachable(url: str, timeout: float = 10.0) -> bool:
+  """Whether an HTTP(S) connection to `url` can be made (proxies from the environment honoured, as tfds does)."""
+  import requests  # pylint: disable=g-import-not-at-top
+  try:
+    requests.head(url, timeout=timeout, allow_redirects=True)
+  except (requests.exceptions.ConnectionError, requests.exceptions.Timeout):
+    return False
+  except requests.exceptions.RequestException:
+    pass  # Reached something; whether the file is there is tfds's business.
+  return True
 
 
 def load_arrays(builder: tfds.core.DatasetBuilder, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -104,13 +135,22 @@ def load_arrays(builder: tfds.core.DatasetBuilder, split: str) -> tuple[np.ndarr
 
   Returns:
     (images uint8 (N, H, W, C), labels int64 (N,)), in tfds's deterministic file order.
+
+  Raises:
+    RuntimeError: a prepared file is corrupt (the message says what to delete).
+    ValueError: the split is empty.
   """
   images, labels = [], []
   ds = builder.as_dataset(split=split, shuffle_files=False)
   ds = ds.map(lambda x: (x['image'], x['label'])).batch(4096)
-  for image, label in tfds.as_numpy(ds):
-    images.append(image)
-    labels.append(label)
+  try:
+    for image, label in tfds.as_numpy(ds):
+      images.append(image)
+      labels.append(label)
+  except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+    raise RuntimeError(f'dataset {builder.name!r} in {builder.data_dir} is corrupt: reading split {split!r} failed '
+                       f'({type(e).__name__}: {str(e).splitlines()[0][:300]}). Delete {builder.data_dir} and rerun to '
+                       'prepare it again.') from None
   if not images:
     raise ValueError(f'split {split!r} of {builder.name!r} is empty')
   return np.concatenate(images).astype(np.uint8), np.concatenate(labels).astype(np.int64)

@@ -3,10 +3,11 @@ r"""Runs an L2P continual-learning experiment from gin files.
   python -m l2p_tf.main --model_dir=/tmp/l2p --gin_file=gin_configs/experiments/cifar100_l2p.gin \
       [--gin_file=gin_configs/local_tiny.gin] [--gin_bindings='INIT_CHECKPOINT = "/ckpt/ViT-B_16.npz"'] \
       [--strategy=one_device|mirrored|multi_worker_mirrored|tpu] [--tpu=ADDRESS] \
-      [--tfds_data_dir=DIR] [--tfds_manual_dir=DIR] [--mode=train|eval]
+      [--tfds_data_dir=DIR] [--tfds_manual_dir=DIR] [--mode=train|eval] [--overwrite]
 
 Flags carry infrastructure only; every hyperparameter is a gin binding (see gin_configs/). A rerun of the same
-command resumes from the newest checkpoint in --model_dir.
+command resumes from the newest checkpoint in --model_dir. Exit codes: 0 done; 2 bad input or a failed run (one
+`error:` line on stderr, see docs/errors.md); 75 preempted by SIGTERM / SIGINT (checkpoint written; rerun to resume).
 """
 
 import sys
@@ -31,6 +32,8 @@ flags.DEFINE_string('tfds_manual_dir', None,
                     'Directory with manually downloaded dataset files (e.g. ../shared/data with cifar-100-python/); '
                     'switches CIFAR-100, MNIST, notMNIST and Fashion-MNIST to local-file builders (no network).')
 flags.DEFINE_enum('mode', 'train', ['train', 'eval'], 'train (or resume), or re-evaluate the newest checkpoint.')
+flags.DEFINE_bool('overwrite', False, 'Start afresh even if --model_dir holds a run (needed when its config differs): '
+                  'the old run is first moved to <model_dir>.overwritten-<time>/.')
 
 
 def make_strategy(name: str, tpu: str = '', num_gpus=None):
@@ -65,9 +68,10 @@ def main(argv):
   gin.finalize()
   strategy = make_strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.num_gpus)
   logging.info('Strategy %s with %d replicas.', type(strategy).__name__, strategy.num_replicas_in_sync)
+  preemption = train_lib.Preemption().install()
   try:
     run(model_dir=FLAGS.model_dir, strategy=strategy, mode=FLAGS.mode, data_dir=FLAGS.tfds_data_dir,
-        manual_dir=FLAGS.tfds_manual_dir, preemption=train_lib.Preemption().install())
+        manual_dir=FLAGS.tfds_manual_dir, preemption=preemption, overwrite=FLAGS.overwrite)
   except train_lib.PreemptedError as e:
     print(f'preempted: {e}', file=sys.stderr)
     return train_lib.PREEMPTED_EXIT_CODE
@@ -77,6 +81,8 @@ def main(argv):
     print(f'error: {user_message(e)}\n(the traceback is in the log: rerun with --verbosity=0 to see it)',
           file=sys.stderr)
     return 2
+  finally:
+    preemption.uninstall()
   return 0
 
 

@@ -12,6 +12,7 @@ results.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime
 import json
@@ -31,8 +32,12 @@ import tensorflow as tf
 import tf_keras
 
 from l2p_tf import cl_metrics
+from l2p_tf import continual
 from l2p_tf import evaluator as evaluator_lib
+from l2p_tf import faults
 from l2p_tf import gin_utils
+from l2p_tf import input_pipeline
+from l2p_tf import model_dir as model_dir_lib
 from l2p_tf import optimizers
 from l2p_tf import results as results_lib
 from l2p_tf import trainer as trainer_lib
@@ -68,38 +73,82 @@ orbit.controller._log = logging.info  # pylint: disable=protected-access
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: a temporary failure; rerunning the same command resumes.
 
 
-class _StopTraining(Exception):
-  """Raised by a train action to leave orbit's Controller.train after the current loop."""
-
-
 class PreemptedError(RuntimeError):
   """Training stopped on request (SIGTERM / SIGINT) after writing a checkpoint; rerun the same command to resume."""
 
 
+class NonFiniteLossError(RuntimeError):
+  """A train step produced a NaN / Inf loss or gradient; the run stopped and kept its last good checkpoint."""
+
+
 class Preemption:
-  """Turns SIGTERM / SIGINT into a request to stop at the end of the current train loop.
+  """Turns SIGTERM / SIGINT into a request to stop after the current train step.
 
   The loop then saves a checkpoint and the results files and raises `PreemptedError`. A second signal while
-  stopping is ignored, so the checkpoint write is not cut short by an impatient repeat.
+  stopping is ignored, so the checkpoint write is not cut short by an impatient repeat. `uninstall` restores the
+  handlers that were there before `install`.
   """
 
   def __init__(self):
     self.requested: Optional[str] = None
+    self._previous = {}
 
   def install(self) -> 'Preemption':
     if threading.current_thread() is threading.main_thread():
       for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, self._handle)
+        self._previous[sig] = signal.signal(sig, self._handle)
     return self
+
+  def uninstall(self) -> None:
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+    self._previous = {}
 
   def _handle(self, signum, frame):  # pylint: disable=unused-argument
     if self.requested is None:
       self.requested = signal.Signals(signum).name
-      print(f'\n{self.requested} received: finishing the current steps, then writing a checkpoint...', flush=True)
+      print(f'\n{self.requested} received: finishing the current step, then writing a checkpoint...', flush=True)
 
   def should_stop(self, step: int) -> bool:  # pylint: disable=unused-argument
-    """Whether to stop after the train loop that ended at global step `step`."""
+    """Whether to stop before the step after global step `step` (checked between every two steps)."""
     return self.requested is not None
+
+
+class CheckpointManager(tf.train.CheckpointManager):
+  """`tf.train.CheckpointManager` that never rewrites a checkpoint in place, and falls back on a damaged newest one.
+
+  * Checkpoints are numbered by the save counter (`ckpt-1`, `ckpt-2`, ...; the global step is inside), whatever
+    number the caller passes. A run saves twice at the same step (a task's last step, then again after its
+    evaluation with the new accuracy row), and rewriting `ckpt-<step>` in place would leave, for a moment, the
+    newest registered checkpoint with a new data file and the old index: a SIGKILL then would leave no loadable
+    checkpoint. A new name is written completely before the `checkpoint` state file points to it.
+  * `save(force=True)` saves even when a checkpoint of this step exists.
+  * `restore_or_initialize` restores the newest checkpoint that loads, newest first, saying which it skipped.
+  * The fault-injection point `checkpoint_write` sits between a checkpoint's files and the state file.
+  """
+
+  def save(self, checkpoint_number=None, check_interval=True, options=None, force=False):  # pylint: disable=unused-argument
+    if force:
+      self._last_checkpoint_step = None
+    options = copy.copy(options) if options is not None else tf.train.CheckpointOptions()
+    options.experimental_write_callbacks = [lambda *_: faults.point('checkpoint_write')] + list(
+        options.experimental_write_callbacks or [])
+    return super().save(checkpoint_number=None, check_interval=check_interval, options=options)
+
+  def restore_or_initialize(self):
+    for path in reversed(self.checkpoints):
+      try:
+        self._checkpoint.restore(path)
+        if path != self.latest_checkpoint:
+          _say(f'Restored {path}: the newer checkpoints could not be read.')
+        return path
+      except (tf.errors.OpError, ValueError) as e:  # Damaged or truncated files (not something a kill leaves).
+        _say(f'warning: checkpoint {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:200]}); '
+             'trying the one before it.')
+    if self.checkpoints:
+      raise RuntimeError(f'No checkpoint in {self.directory} can be read ({", ".join(self.checkpoints)}). Move the '
+                         'directory aside and start afresh (--overwrite does that).')
+    return None
 
 
 @dataclasses.dataclass
@@ -163,7 +212,7 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
         use_label_mask: bool = True, seed: int = 42, steps_per_loop: int = 20, log_every_steps: int = 50,
         checkpoint_every_steps: int = 500, max_checkpoints_to_keep: int = 2,
         eval_selections: Sequence[str] = ('batchwise',), jit_compile: bool = False,
-        deterministic_ops: bool = False, preemption: Optional[Preemption] = None) -> dict:
+        deterministic_ops: bool = False, preemption: Optional[Preemption] = None, overwrite: bool = False) -> dict:
   """Trains and evaluates one continual-learning run in `model_dir` (or resumes it); returns the results dict.
 
   Args:
@@ -184,7 +233,7 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
     reset_optimizer_per_task: zero the optimizer's step and moments at the start of each task.
     use_label_mask: class-incremental logit mask in training.
     seed: seeds initialisation and the data order/augmentation.
-    steps_per_loop: steps per compiled inner loop (progress and checkpoint cadence are multiples of it).
+    steps_per_loop: steps between progress checks and train summaries (checkpoint cadence is a multiple of it).
     log_every_steps: progress-line cadence.
     checkpoint_every_steps: checkpoint cadence within a task (a checkpoint is also written at every task's end).
     max_checkpoints_to_keep: newest checkpoints kept.
@@ -192,12 +241,17 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
     jit_compile: XLA-compile the per-replica train step.
     deterministic_ops: enable TensorFlow's op determinism (bit-exact reruns on GPU; CPU is deterministic anyway).
     preemption: stop request source (main installs SIGTERM / SIGINT handlers); None never stops early.
+    overwrite: start afresh even if `model_dir` holds a run (of any config); the old run is moved to
+      `<model_dir>.overwritten-<time>/` first. Without it, a run of a different config is refused.
 
   Returns:
     The results dict written to `model_dir/results.json`.
 
   Raises:
-    ValueError: inconsistent settings (batch not divisible by replicas, image sizes that disagree, unknown mode).
+    ValueError: bad input: inconsistent settings (batch not divisible by replicas, image sizes that disagree, unknown
+      mode), a model_dir that is locked, unwritable or holds another config, a task without examples, labels
+      outside the head. Raised before anything in `model_dir` is written.
+    RuntimeError: data that cannot be prepared or read; a NaN / Inf loss (`NonFiniteLossError`).
     PreemptedError: `preemption` asked to stop; a checkpoint and the results so far were written first.
   """
   wall_start = time.time()
@@ -209,7 +263,8 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
                      f'{strategy_name(strategy)}; use a multiple of {replicas}.')
   eval_batch_size = eval_batch_size or global_batch_size
   if eval_batch_size % replicas:
-    raise ValueError(f'eval_batch_size={eval_batch_size} is not divisible by the {replicas} replicas.')
+    raise ValueError(f'eval_batch_size={eval_batch_size} is not divisible by the {replicas} replicas; use a multiple '
+                     f'of {replicas}.')
   chief = is_chief(strategy)
   if deterministic_ops:
     tf.config.experimental.enable_op_determinism()
@@ -218,6 +273,12 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
   bench = benchmark(data_dir=data_dir, manual_dir=manual_dir)  # Reads no data yet.
   num_tasks = len(bench.tasks)
   num_eval = len(bench.eval_names)
+  for task in bench.tasks:
+    out_of_range = [c for c in task.classes if not 0 <= c < bench.num_classes]
+    if out_of_range:
+      raise ValueError(f'Task {task.index} ({task.name}) trains classes {out_of_range[:5]} outside the head\'s range '
+                       f'0..{bench.num_classes - 1} ({bench.num_classes} classes of {bench.name}); fix the '
+                       'benchmark\'s num_classes or its class ids.')
 
   with strategy.scope():
     backbone = vit()
@@ -238,15 +299,55 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
                                     name='accuracy_matrix', aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA),
         wall_time=tf.Variable(0.0, dtype=tf.float64, trainable=False, name='wall_time',
                               aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA))
+  # Every configurable has been called by now: the operative config is complete.
+  operative = gin.operative_config_str() if gin.config_str() else ''
+  config_hash = gin_utils.config_hash() if gin.config_str() else ''
+
+  # The model_dir: locked (chief), checked against the config, tidied; from here on, errors release the lock and leave
+  # what was there as it was (a model_dir this run created is removed again if it is still empty).
+  lock = model_dir_lib.ModelDirLock(model_dir) if chief else None
+  if lock is not None:
+    lock.acquire()
+  try:
+    return _run_locked(model_dir=model_dir, strategy=strategy, mode=mode, data_dir=data_dir, manual_dir=manual_dir,
+                       init_checkpoint=init_checkpoint, global_batch_size=global_batch_size,
+                       eval_batch_size=eval_batch_size, pull_coefficient=pull_coefficient,
+                       grad_clip_norm=grad_clip_norm, reset_optimizer_per_task=reset_optimizer_per_task,
+                       use_label_mask=use_label_mask, seed=seed, steps_per_loop=steps_per_loop,
+                       log_every_steps=log_every_steps, checkpoint_every_steps=checkpoint_every_steps,
+                       max_checkpoints_to_keep=max_checkpoints_to_keep, eval_selections=eval_selections,
+                       jit_compile=jit_compile, preemption=preemption, overwrite=overwrite, wall_start=wall_start,
+                       replicas=replicas, chief=chief, bench=bench, num_tasks=num_tasks, num_eval=num_eval,
+                       backbone=backbone, pool=pool, net=net, opt=opt, state=state, operative=operative,
+                       config_hash=config_hash, lock=lock)
+  finally:
+    if lock is not None:
+      lock.release_and_tidy()
+
+
+def _run_locked(*, model_dir, strategy, mode, data_dir, manual_dir, init_checkpoint, global_batch_size,
+                eval_batch_size, pull_coefficient, grad_clip_norm, reset_optimizer_per_task, use_label_mask, seed,
+                steps_per_loop, log_every_steps, checkpoint_every_steps, max_checkpoints_to_keep, eval_selections,
+                jit_compile, preemption, overwrite, wall_start, replicas, chief, bench, num_tasks, num_eval, backbone,
+                pool, net, opt, state, operative, config_hash, lock) -> dict:
+  """`run` after the model is built and the model_dir locked (the arguments are `run`'s locals)."""
+  ckpt_dir = os.path.join(model_dir, 'checkpoints')
+  if chief and mode == 'train':
+    if overwrite:
+      moved = model_dir_lib.move_aside(model_dir)
+      if moved:
+        _say(f'--overwrite: moved the previous contents of {model_dir} to {moved}; starting afresh.')
+    else:
+      model_dir_lib.check_same_config(model_dir, operative)
+    model_dir_lib.remove_partial_files(model_dir, ckpt_dir)
 
   # Not dataclasses.asdict: it deep-copies, and the checkpoint would hold copies of the variables.
   ckpt = tf.train.Checkpoint(model=net, optimizer=opt,
                              **{f.name: getattr(state, f.name) for f in dataclasses.fields(state)})
-  ckpt_dir = os.path.join(model_dir, 'checkpoints')
   if not chief:  # Non-chief workers take part in the collective save but write to a scratch directory.
     ckpt_dir = os.path.join(model_dir, f'.worker_{strategy.cluster_resolver.task_id}', 'checkpoints')
 
-  manager = tf.train.CheckpointManager(
+  manager = CheckpointManager(
       ckpt, ckpt_dir, max_to_keep=max_checkpoints_to_keep, step_counter=state.global_step,
       checkpoint_interval=checkpoint_every_steps)
   if mode == 'eval' and manager.latest_checkpoint is None:
@@ -265,11 +366,7 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
   # built and the backbone read, so a configuration mistake fails in seconds, before any data work.
   task_steps = [bench.steps_per_task(t, global_batch_size) for t in range(num_tasks)]
   task_starts = np.concatenate([[0], np.cumsum(task_steps)]).astype(int).tolist()
-  for t, n in enumerate(task_steps):
-    if n <= 0:
-      raise ValueError(f'Task {t} ({bench.tasks[t].name}) has {bench.num_train_examples(t)} training examples, '
-                       f'fewer than one global batch of {global_batch_size}: it would train for 0 steps. Lower '
-                       'global_batch_size or check the task definition.')
+  _check_data(bench, task_steps, global_batch_size)
 
   trainer = trainer_lib.L2PTrainer(
       strategy=strategy, model=net, optimizer=opt, global_step=state.global_step, task_index=state.task_index,
@@ -277,16 +374,12 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
       use_label_mask=use_label_mask, jit_compile=jit_compile)
   progress = ProgressAction(global_step=state.global_step, total_tasks=num_tasks, log_every_steps=log_every_steps)
   preemption = preemption or Preemption()
+  trainer.stop_requested = preemption.should_stop
 
-  def stop_action(output):  # pylint: disable=unused-argument
-    # orbit has no stop hook; an action that raises ends Controller.train right after the current loop.
-    if preemption.should_stop(int(state.global_step.numpy())):
-      raise _StopTraining()
   summary_root = model_dir if chief else os.path.join(model_dir, f'.worker_{strategy.cluster_resolver.task_id}')
   controller = orbit.Controller(
       global_step=state.global_step, trainer=trainer, strategy=strategy, steps_per_loop=steps_per_loop,
-      checkpoint_manager=manager, summary_dir=os.path.join(summary_root, 'train'),
-      train_actions=[progress, stop_action])
+      checkpoint_manager=manager, summary_dir=os.path.join(summary_root, 'train'), train_actions=[progress])
   evaluator = evaluator_lib.Evaluator(strategy=strategy, model=net, selections=eval_selections,
                                       pool_size=pool.pool_size if pool is not None else 0)
   eval_writer = tf.summary.create_file_writer(os.path.join(summary_root, 'eval')) if chief else (
@@ -294,11 +387,9 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
   restored_from = manager.latest_checkpoint
   step0 = int(state.global_step.numpy())
 
-  operative = gin.operative_config_str() if gin.config_str() else ''
-  config_hash = gin_utils.config_hash() if gin.config_str() else ''
   if chief:
     tf.io.gfile.makedirs(model_dir)
-    if operative:
+    if operative and mode == 'train':
       results_lib.atomic_write(os.path.join(model_dir, 'config.gin'), operative)
       with eval_writer.as_default():
         tf.summary.text('gin/operative_config', '```\n' + operative + '\n```', step=step0)
@@ -307,6 +398,8 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
                                ''.join(f'{c}\n' for c in bench.class_names))
     except Exception as e:  # pylint: disable=broad-except  (names are a convenience; training goes on)
       logging.warning('Could not write class_names.txt: %s', e)
+  if lock is not None:
+    lock.created_dir = False  # The run has written its files: the directory stays whatever happens next.
 
   _say(f'l2p-tf | {bench.name} ({bench.scenario}), {num_tasks} tasks, {bench.num_classes} classes | '
        f'{strategy_name(strategy)} x{replicas} | global batch {global_batch_size} | model_dir {model_dir}')
@@ -330,6 +423,7 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
   def evaluate_after(t: int) -> np.ndarray:
     row = np.full(num_eval, np.nan)
     for i in bench.eval_ids_after(t):
+      faults.point('evaluation')
       start = time.perf_counter()
       res = evaluator.evaluate(eval_dataset(i))
       primary = res[evaluator.selections[0]]
@@ -415,6 +509,9 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
     return res
 
   res = build_results(acc, done, read_usage())
+  if done and chief:
+    # The results files match the checkpoint (a kill can come between a checkpoint and the results written after it).
+    results_lib.write_all(model_dir, res, acc[:done], names)
   for t in range(done, num_tasks):
     start, end = task_starts[t], task_starts[t + 1]
     state.task_index.assign(t)
@@ -430,16 +527,27 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
       progress.begin_task(t, bench.tasks[t].name, start, end, gs)
       try:
         controller.train(steps=end)  # Saves a checkpoint at the task's end.
-      except _StopTraining:  # Stopped on request: checkpoint and results so far, then tell the caller.
+      except trainer_lib.StopRequested:  # Stopped on request: checkpoint and results so far, then tell the caller.
         step = int(state.global_step.numpy())
         state.wall_time.assign(float(state.wall_time.numpy()) + time.time() - wall_start)
-        manager.save(checkpoint_number=step, check_interval=False)
+        manager.save(check_interval=False)
         partial = build_results(acc, t, read_usage())
         if chief:
           results_lib.write_all(model_dir, partial, acc[:t], names)
         raise PreemptedError(f'Preempted ({preemption.requested or "stop requested"}) at step {step}, task {t + 1}/'
                              f'{num_tasks} ({step - start}/{end - start} steps); checkpoint written to {ckpt_dir}. '
-                             'Rerun the same command to resume.')
+                             'Rerun the same command to resume.') from None
+      except trainer_lib.NonFiniteError as e:
+        raise NonFiniteLossError(
+            f'NaN or Inf loss/gradient in train step {e.step + 1} (task {t + 1}/{num_tasks} {bench.tasks[t].name}, '
+            f'step {e.step - start + 1}/{end - start} of the task); its update was not applied and nothing was saved '
+            f'after it: the newest checkpoint, {manager.latest_checkpoint or "none yet"}, is the last good state. '
+            'Lower the learning rate or check the data; rerunning the same command resumes from that checkpoint '
+            '(a changed config needs --overwrite, which moves this run aside).') from None
+      except tf.errors.DataLossError as e:
+        raise RuntimeError(f'Corrupt data while training task {t + 1} ({bench.tasks[t].name}): '
+                           f'{str(e).splitlines()[0]}. Delete the prepared dataset under --tfds_data_dir '
+                           f'({data_dir or input_pipeline.default_data_dir()}) and rerun to prepare it again.') from None
     row = evaluate_after(t)
     acc[t] = row
     state.accuracy_matrix.assign(acc.astype(np.float32))
@@ -447,7 +555,7 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
     state.tasks_done.assign(t + 1)
     state.wall_time.assign(float(state.wall_time.numpy()) + time.time() - wall_start)
     wall_start = time.time()
-    manager.save(checkpoint_number=int(state.global_step.numpy()), check_interval=False)
+    manager.save(check_interval=False, force=True)  # Same step as the task-end checkpoint, new name.
     res = record(t, acc, t + 1)
     if bench.scenario == 'task_agnostic':
       _say(f'after segment {t + 1}: accuracy on {bench.eval_names[0]} {acc[t, 0]:.2f}%')
@@ -456,6 +564,7 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
       f = res['final']
       _say(f'after task {t + 1}: avg_acc {f["avg_acc"]:.2f}  forgetting '
            f'{"-" if f["forgetting"] is None else format(f["forgetting"], ".2f")}')
+    faults.point('task_end')
   if not chief:
     shutil.rmtree(os.path.join(model_dir, f'.worker_{strategy.cluster_resolver.task_id}'), ignore_errors=True)
   f = res['final']
@@ -464,3 +573,46 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
          f'{"-" if f["forgetting"] is None else format(f["forgetting"], ".2f")} -> {model_dir}/results.json')
   sys.stdout.flush()
   return res
+
+
+def _check_data(bench, task_steps: Sequence[int], global_batch_size: int) -> None:
+  """Build-time checks of the prepared data: every task and evaluation set has examples, labels fit the head.
+
+  Raises:
+    ValueError: naming the task and what to change.
+  """
+  for t, n in enumerate(task_steps):
+    examples = bench.num_train_examples(t)
+    if examples == 0:
+      raise ValueError(f'Task {t} ({bench.tasks[t].name}) has no training examples: none of its classes '
+                       f'{_short(bench.tasks[t].classes)} is in the training data. Check the benchmark\'s classes '
+                       '(class_order, num_tasks, datasets) and that the data set is complete.')
+    if n <= 0:
+      raise ValueError(f'Task {t} ({bench.tasks[t].name}) has {examples} training examples, fewer than one global '
+                       f'batch of {global_batch_size}: it would train for 0 steps. Lower global_batch_size or check '
+                       'the task definition.')
+  for i, name in enumerate(bench.eval_names):
+    if bench.num_eval_examples(i) == 0:
+      raise ValueError(f'Evaluation set {i} ({name}) has no examples: none of its classes is in the test data. '
+                       'Check the benchmark\'s classes and that the data set is complete.')
+  # Labels the data actually holds (in-memory sources; streamed ones are checked by the loss on CPU / NaN check).
+  parts = []
+  if isinstance(bench, continual.SegmentedBenchmark):
+    parts += [(f'task {t} ({task.name}) training data', bench.train_part(t)) for t, task in enumerate(bench.tasks)]
+  elif isinstance(bench, continual.GaussianBenchmark):
+    parts.append(('the training pool', bench.train_part()))
+  for i, name in enumerate(bench.eval_names):
+    parts.append((f'evaluation set {i} ({name})', bench._eval_part(i)))  # pylint: disable=protected-access
+  for what, part in parts:
+    if isinstance(part, input_pipeline.ArrayPart) and len(part.indices):
+      labels = np.asarray(part.labels)[part.indices]
+      low, high = int(labels.min()), int(labels.max())
+      if low < 0 or high >= bench.num_classes:
+        raise ValueError(f'The labels of {what} range over {low}..{high}, outside the head\'s {bench.num_classes} '
+                         f'classes (0..{bench.num_classes - 1}) of {bench.name}: fix the benchmark\'s num_classes or '
+                         'its label offsets.')
+
+
+def _short(classes: Sequence[int], n: int = 8) -> str:
+  classes = list(classes)
+  return str(classes) if len(classes) <= n else f'[{", ".join(map(str, classes[:n]))}, ... ({len(classes)} classes)]'

@@ -6,6 +6,10 @@ gradients of the trainable variables only, summed over replicas, clipped by glob
 
 The step knows nothing of tasks beyond the `task_index` variable (read by the prompt pool's task-wise mask) and the
 label mask that arrives with the data, so it is traced once for the whole run.
+
+Steps run one `tf.function` call at a time from a Python loop (not a `tf.while_loop` of `steps_per_loop` steps), so
+the main thread returns to Python after every step: a SIGTERM handler runs then, and a stop request or a non-finite
+loss / gradient is acted on before the next step (`StopRequested`, `NonFiniteError`).
 """
 
 from __future__ import annotations
@@ -17,7 +21,24 @@ import orbit
 import tensorflow as tf
 import tf_keras
 
+from l2p_tf import faults
 from l2p_tf import losses
+
+
+class StopRequested(Exception):
+  """Raised between two steps when `L2PTrainer.stop_requested()` is true (on any worker)."""
+
+
+class NonFiniteError(Exception):
+  """Raised after a step whose loss or gradient norm was NaN or Inf; that step's update was not applied.
+
+  Attributes:
+    step: the global step count before the failing step (the failing step is step `step + 1`).
+  """
+
+  def __init__(self, step: int):
+    super().__init__(f'non-finite loss or gradient in train step {step + 1}')
+    self.step = step
 
 
 class L2PTrainer(orbit.StandardTrainer):
@@ -60,7 +81,7 @@ class L2PTrainer(orbit.StandardTrainer):
         self._replica_step_impl)
     self._loop_start = None
     self._loop_steps = 0
-    super().__init__(train_dataset=None, options=orbit.StandardTrainerOptions(use_tf_while_loop=True))
+    super().__init__(train_dataset=None, options=orbit.StandardTrainerOptions(use_tf_while_loop=False))
 
   @property
   def metrics(self):
@@ -99,6 +120,12 @@ class L2PTrainer(orbit.StandardTrainer):
     # Sum over replicas first, so the clip applies to the global gradient (as jax.lax.pmean does in the original).
     grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
     grad_norm = tf.linalg.global_norm(grads)
+    # A NaN / Inf anywhere (loss on any replica, or the global gradient) zeroes the update; the Python loop then
+    # raises NonFiniteError before anything is saved. (No tf.cond around apply_gradients: its merge_call is not
+    # allowed inside a cond branch under MirroredStrategy.)
+    bad_loss = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(~tf.math.is_finite(loss), tf.float32))
+    finite = tf.logical_and(tf.math.is_finite(grad_norm), tf.equal(bad_loss, 0.0))
+    grads = [tf.where(finite, g, tf.zeros_like(g)) for g in grads]
     if self.grad_clip_norm:
       grads, _ = tf.clip_by_global_norm(grads, self.grad_clip_norm, use_norm=grad_norm)
     self.optimizer.apply_gradients(zip(grads, variables), skip_gradients_aggregation=True)
@@ -109,11 +136,48 @@ class L2PTrainer(orbit.StandardTrainer):
     self.ce_metric.update_state(ce_loss * ctx.num_replicas_in_sync)
     self.reduce_sim_metric.update_state(out['reduce_sim'])
     self.grad_norm_metric.update_state(grad_norm)
+    return finite
 
   def train_step(self, iterator):
+    """One step; returns whether its loss and gradients were finite (the update was applied)."""
     self.trace_count += 1
-    self.strategy.run(self._replica_step, args=(next(iterator),))
+    finite = self.strategy.run(self._replica_step, args=(next(iterator),))
     self.global_step.assign_add(1)
+    return self.strategy.experimental_local_results(finite)[0]  # The same on every replica (all-reduced inputs).
+
+  # -- The per-step loop (see the module docstring). ------------------------------------------------------------------
+  stop_requested = None  # Optional[Callable[[int], bool]]: called with the global step before each step.
+
+  def create_train_loop_fn(self):
+    step_fn = tf.function(self.train_step)
+    num_hosts = _num_hosts(self.strategy)
+    any_worker = tf.function(self._any_replica) if num_hosts > 1 else None
+
+    def loop_fn(iterator, num_steps):
+      for _ in range(int(num_steps)):
+        faults.point('train_step')
+        step = int(self.global_step.numpy())
+        if self.stop_requested is not None:
+          stop = bool(self.stop_requested(step))
+          if any_worker is not None:  # Every worker must stop at the same step (the save is collective).
+            stop = bool(any_worker(tf.constant(float(stop))))
+          if stop:
+            raise StopRequested()
+        if not bool(step_fn(iterator)):
+          raise NonFiniteError(step)
+
+    return loop_fn
+
+  def _any_replica(self, flag):
+    def replica_fn(x):
+      return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, x)
+    return self.strategy.experimental_local_results(self.strategy.run(replica_fn, args=(flag,)))[0] > 0
+
+
+def _num_hosts(strategy: tf.distribute.Strategy) -> int:
+  """Workers (MultiWorkerMirrored) or hosts (TPU pod) that run this program side by side."""
+  extended = strategy.extended
+  return int(getattr(extended, '_num_workers', 0) or getattr(extended, 'num_hosts', 1) or 1)
 
 
 def current_learning_rate(optimizer) -> tf.Tensor:

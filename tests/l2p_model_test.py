@@ -188,7 +188,8 @@ def test_errors_quote_the_value(kwargs, needle):
 
 def test_vit_b16_parameter_counts():
   vit = vit_lib.VisionTransformer(variant='B/16', image_size=224)
-  pool = prompt_pool_lib.PromptPool(embed_dim=768, pool_size=10, prompt_length=10, top_k=4, num_tasks=10)
+  pool = prompt_pool_lib.PromptPool(embed_dim=768, pool_size=10, prompt_length=10, top_k=4, num_tasks=10,
+                                    task_mask_overflow='free')
   model = l2p_model.L2PModel(vit=vit, num_classes=100, prompt_pool=pool)
   backbone = 85_798_656
   assert vit_lib.count_params(vit.backbone_variables()) == backbone

@@ -22,6 +22,8 @@ QUERIES = np.array([[5, 0, 0], [0, 0, 2], [1, 1, 0], [0, 1, 2]], np.float32)
 
 
 def make_pool(*, keys=KEYS, pool_size=5, top_k=2, prompt_length=2, num_tasks=3, **kwargs):
+  # 3 tasks x top-2 > 5 prompts: the last task's mask does not fit, which test_task_mask_in_training_only exercises.
+  kwargs.setdefault('task_mask_overflow', 'free')
   pool = prompt_pool_lib.PromptPool(embed_dim=keys.shape[1], pool_size=pool_size, prompt_length=prompt_length,
                                     top_k=top_k, num_tasks=num_tasks, **kwargs)
   pool.keys.assign(keys)
@@ -86,6 +88,16 @@ def test_task_mask_in_training_only():
   task.assign(2)
   late = pool(tf.constant(QUERIES), task_index=task, training=True)['prompt_ids'].numpy()
   np.testing.assert_array_equal(late, [[0, 3], [2, 4], [3, 0], [4, 2]])
+
+
+def test_task_mask_that_does_not_fit_is_refused_unless_free():
+  with pytest.raises(ValueError, match=r'pool_size=5, top_k=2, num_tasks=3 \(6 prompts\).*POOL_SIZE >= 6.*'
+                                       r"task_mask_overflow='free'"):
+    make_pool(task_mask_overflow='error')
+  assert make_pool(task_mask_overflow='error', num_tasks=2).task_mask_overflow == 'error'  # 2 x 2 <= 5 fits.
+  make_pool(task_mask_overflow='error', diversity='frequency')  # No mask, nothing to fit.
+  with pytest.raises(ValueError, match='Unknown task_mask_overflow'):
+    make_pool(task_mask_overflow='wrap')
 
 
 def test_usage_record():

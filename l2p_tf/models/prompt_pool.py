@@ -8,7 +8,8 @@ Follows `models/prompt.py` of google-research/l2p at HEAD (the `prompt_pool=True
                  and use them for every example; under MirroredStrategy each replica votes on its own batch, as
                  the original did under `pmap`
     task mask  : in training, task t uses ids [tN, (t+1)N) when (t+1)N <= M, whatever the query (the original
-                 replaces the selected ids by the mask); otherwise matching is free
+                 replaces the selected ids by the mask); otherwise matching is free. Pools too small for every task
+                 (N * num_tasks > M) are refused unless `task_mask_overflow='free'` accepts that fallback
     reduce_sim = sum over the N selected keys of cos(query, key), mean over the batch
 
 Frequency-penalised matching (paper Eq. 4, `diversity='frequency'`, training only; the official code does not have
@@ -33,6 +34,7 @@ import tf_keras
 
 SELECTIONS = ('batchwise', 'instancewise')
 DIVERSITIES = ('task_mask', 'frequency', 'none')
+OVERFLOWS = ('error', 'free')
 INITIALIZERS = ('uniform', 'uniform_pm1', 'normal', 'zeros')
 
 
@@ -126,6 +128,9 @@ class PromptPool(tf_keras.layers.Layer):
     selection: 'batchwise' (majority vote over the replica batch, the original default) or 'instancewise'.
     diversity: 'task_mask' (training task t uses prompts [tN, (t+1)N) while they fit), 'frequency' (paper Eq. 4,
       see the module docstring) or 'none'. Only active in training with a task index.
+    task_mask_overflow: what `diversity='task_mask'` does when `top_k * num_tasks > pool_size` (the later tasks'
+      ids do not fit): 'error' (default) refuses at construction; 'free' lets those tasks match freely, as the
+      official code does (its CIFAR-100 setting, M=10, N=4, 10 tasks, relies on it).
     prompt_init: initializer of the prompts, one of `INITIALIZERS`.
     key_init: initializer of the keys, one of `INITIALIZERS`.
     use_key: learnable keys; False uses the mean of each prompt's tokens as its key.
@@ -133,12 +138,13 @@ class PromptPool(tf_keras.layers.Layer):
     dtype: variable dtype (float32 by default, whatever the global mixed-precision policy).
 
   Raises:
-    ValueError: a non-positive size, `top_k` > `pool_size`, or an unknown selection / diversity / initializer.
+    ValueError: a non-positive size, `top_k` > `pool_size`, an unknown selection / diversity / initializer, or a
+      task mask that does not fit with `task_mask_overflow='error'`.
   """
 
   def __init__(self, *, embed_dim: int, pool_size: int = 10, prompt_length: int = 10, top_k: int = 4,
                num_tasks: int = 1, selection: str = 'batchwise', diversity: str = 'task_mask',
-               prompt_init: str = 'uniform', key_init: str = 'uniform', use_key: bool = True,
+               task_mask_overflow: str = 'error', prompt_init: str = 'uniform', key_init: str = 'uniform', use_key: bool = True,
                name: str = 'prompt_pool', dtype='float32'):
     # Explicit name/dtype instead of **kwargs: gin then rejects a misspelt parameter when it parses the binding.
     super().__init__(name=name, dtype=dtype)
@@ -151,6 +157,14 @@ class PromptPool(tf_keras.layers.Layer):
     check_selection(selection)
     if diversity not in DIVERSITIES:
       raise ValueError(f'Unknown diversity {diversity!r}; choose one of {DIVERSITIES}.')
+    if task_mask_overflow not in OVERFLOWS:
+      raise ValueError(f'Unknown task_mask_overflow {task_mask_overflow!r}; choose one of {OVERFLOWS}.')
+    if diversity == 'task_mask' and task_mask_overflow == 'error' and top_k * num_tasks > pool_size:
+      raise ValueError(
+          f"The task-wise prompt mask needs pool_size >= top_k * num_tasks, but pool_size={pool_size}, top_k={top_k}, "
+          f"num_tasks={num_tasks} ({top_k * num_tasks} prompts): tasks from {pool_size // top_k + 1} on would have no "
+          f"prompts of their own. Use POOL_SIZE >= {top_k * num_tasks}, or diversity='frequency' or 'none', or "
+          "task_mask_overflow='free' to let those tasks match freely as the official code does.")
     self.embed_dim = embed_dim
     self.pool_size = pool_size
     self.prompt_length = prompt_length
@@ -158,6 +172,7 @@ class PromptPool(tf_keras.layers.Layer):
     self.num_tasks = num_tasks
     self.selection = selection
     self.diversity = diversity
+    self.task_mask_overflow = task_mask_overflow
     self.use_key = use_key
 
     self.prompts = self.add_weight(
