@@ -389,8 +389,10 @@ def _run_locked(*, model_dir, strategy, mode, data_dir, manual_dir, init_checkpo
 
   if chief:
     tf.io.gfile.makedirs(model_dir)
-    if operative and mode == 'train':
-      results_lib.atomic_write(os.path.join(model_dir, 'config.gin'), operative)
+    config_path = os.path.join(model_dir, model_dir_lib.CONFIG_NAME)
+    if operative and mode == 'train' and not tf.io.gfile.exists(config_path):
+      # Written once per run: a resume keeps the stored config (which it was checked against) as the reference.
+      results_lib.atomic_write(config_path, operative)
       with eval_writer.as_default():
         tf.summary.text('gin/operative_config', '```\n' + operative + '\n```', step=step0)
     try:  # For l2p_tf.export: class names without reaching for the data again.

@@ -1,0 +1,17 @@
+"""`python -m tests.mock_main FLAGS...`: l2p_tf.main on `tfds.testing.mock_data` (deterministic random images, nothing
+read or downloaded), for tests that need a real process (signals, SIGKILL)."""
+
+import os
+
+os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+
+from absl import app  # pylint: disable=g-import-not-at-top,g-bad-import-order
+import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+from l2p_tf import main  # pylint: disable=g-import-not-at-top
+
+NUM_EXAMPLES = 1000  # As tests/train_lib_test.py, so runs here and there see the same data.
+
+if __name__ == '__main__':
+  with tfds.testing.mock_data(num_examples=NUM_EXAMPLES):
+    app.run(main.main)
