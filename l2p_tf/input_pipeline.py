@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from typing import Optional, Sequence
 
 from absl import logging
@@ -126,6 +127,13 @@ def _reachable(url: str, timeout: float = 10.0) -> bool:
   return True
 
 
+def op_error_text(e: Exception) -> str:
+  """A TensorFlow error's first line without its function-node and op decorations."""
+  text = str(e).splitlines()[0] if str(e) else type(e).__name__
+  text = re.sub(r'\{\{[^}]*\}\}\s*', '', text)
+  return re.sub(r'\s*\[Op:[^\]]*\].*$', '', text).strip()[:300]
+
+
 def load_arrays(builder: tfds.core.DatasetBuilder, split: str) -> tuple[np.ndarray, np.ndarray]:
   """Decodes a whole split into memory.
 
@@ -149,7 +157,7 @@ def load_arrays(builder: tfds.core.DatasetBuilder, split: str) -> tuple[np.ndarr
       labels.append(label)
   except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
     raise RuntimeError(f'dataset {builder.name!r} in {builder.data_dir} is corrupt: reading split {split!r} failed '
-                       f'({type(e).__name__}: {str(e).splitlines()[0][:300]}). Delete {builder.data_dir} and rerun to '
+                       f'({type(e).__name__}: {op_error_text(e)}). Delete {builder.data_dir} and rerun to '
                        'prepare it again.') from None
   if not images:
     raise ValueError(f'split {split!r} of {builder.name!r} is empty')

@@ -548,7 +548,7 @@ def _run_locked(*, model_dir, strategy, mode, data_dir, manual_dir, init_checkpo
             '(a changed config needs --overwrite, which moves this run aside).') from None
       except tf.errors.DataLossError as e:
         raise RuntimeError(f'Corrupt data while training task {t + 1} ({bench.tasks[t].name}): '
-                           f'{str(e).splitlines()[0]}. Delete the prepared dataset under --tfds_data_dir '
+                           f'{input_pipeline.op_error_text(e)}. Delete the prepared dataset under --tfds_data_dir '
                            f'({data_dir or input_pipeline.default_data_dir()}) and rerun to prepare it again.') from None
     row = evaluate_after(t)
     acc[t] = row

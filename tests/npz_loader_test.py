@@ -128,8 +128,14 @@ def test_missing_file(tmp_path):
 def test_not_an_npz(tmp_path):
   path = tmp_path / 'junk.npz'
   path.write_text('this is not a zip archive')
-  with pytest.raises(npz_loader.CheckpointError, match=r'junk\.npz is not a readable \.npz'):
+  with pytest.raises(npz_loader.CheckpointError,
+                     match=r"junk\.npz is not an \.npz archive \(not a zip file; it starts with b'this is not a zip"):
     npz_loader.load_vit_npz(tiny(), str(path))
+  truncated = tmp_path / 'truncated.npz'
+  np.savez(truncated, a=np.zeros(1000, np.float32))
+  truncated.write_bytes(truncated.read_bytes()[:-200])
+  with pytest.raises(npz_loader.CheckpointError, match=r'truncated\.npz is not a readable \.npz archive \(a truncated or damaged zip file\)'):
+    npz_loader.load_vit_npz(tiny(), str(truncated))
 
 
 def test_detect_variant():

@@ -42,7 +42,7 @@ class CheckpointMismatchError(ValueError):
 
   def __init__(self, path: str, missing, unexpected, mismatched, hint: str = ''):
     self.missing, self.unexpected, self.mismatched = list(missing), list(unexpected), list(mismatched)
-    lines = [f'Checkpoint {path} does not fit the model:']
+    lines = [f'Checkpoint {path} does not fit the model:'] + ([hint] if hint else [])  # The way out first.
     if self.missing:
       lines.append(f'  {len(self.missing)} missing key(s) (the model needs them, the file lacks them):')
       lines += [f'    {k}' for k in self.missing]
@@ -52,8 +52,6 @@ class CheckpointMismatchError(ValueError):
     if self.mismatched:
       lines.append(f'  {len(self.mismatched)} mis-shaped key(s):')
       lines += [f'    {k}: file {tuple(fs)} vs model {tuple(ms)}' for k, fs, ms in self.mismatched]
-    if hint:
-      lines.append(hint)
     super().__init__('\n'.join(lines))
 
 
@@ -93,6 +91,14 @@ def read_npz(path: str) -> dict[str, np.ndarray]:
         source = io.BytesIO(f.read())
     else:
       source = path
+    if not zipfile.is_zipfile(source):  # np.load would try to unpickle it and say so, which misleads.
+      with tf.io.gfile.GFile(path, 'rb') as f:
+        head = f.read(40)
+      what = ('a truncated or damaged zip file' if head.startswith(b'PK') else
+              f'not a zip file; it starts with {head!r}')
+      raise CheckpointError(
+          f'Checkpoint file {path} is not {"a readable" if head.startswith(b"PK") else "an"} .npz archive ({what}). '
+          'It must be a numpy .npz with the original vision_transformer key names; re-download it or check the path.')
     with np.load(source, allow_pickle=False) as data:
       return {k: _as_float_array(k, data[k]) for k in data.files}
   except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
