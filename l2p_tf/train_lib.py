@@ -142,7 +142,7 @@ class CheckpointManager(tf.train.CheckpointManager):
         if path != self.latest_checkpoint:
           _say(f'Restored {path}: the newer checkpoints could not be read.')
         return path
-      except (tf.errors.OpError, ValueError) as e:  # Damaged or truncated files (not something a kill leaves).
+      except Exception as e:  # pylint: disable=broad-except  (damaged files raise OpError, ValueError, IndexError...)
         _say(f'warning: checkpoint {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:200]}); '
              'trying the one before it.')
     if self.checkpoints:

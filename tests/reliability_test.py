@@ -195,3 +195,20 @@ def test_nan_stops_naming_step_and_task_and_keeps_the_last_good_checkpoint(tmp_p
   reader = tf.train.load_checkpoint(str(model_dir / 'checkpoints'))
   assert reader.get_tensor('global_step/.ATTRIBUTES/VARIABLE_VALUE') == 3
   assert np.isfinite(reader.get_tensor('model/prompt_pool/prompts/.ATTRIBUTES/VARIABLE_VALUE')).all()
+
+
+def test_unreadable_newest_checkpoint_falls_back_to_the_one_before(tmp_path, capsys):
+  model_dir = tmp_path / 'run'
+  with tfds.testing.mock_data(num_examples=1000):
+    with pytest.raises(train_lib.PreemptedError):  # ckpt-1 at step 2 (cadence), ckpt-2 at step 3 (the stop).
+      run_experiment(model_dir, EXPERIMENT, data_dir=str(tmp_path / 'tfds'), preemption=StopAtStep(3))
+    data = glob.glob(str(model_dir / 'checkpoints' / 'ckpt-2.data-*'))[0]
+    with open(data, 'r+b') as f:  # Damaged storage (not something a kill does).
+      f.truncate(100)
+    capsys.readouterr()
+    with pytest.raises(train_lib.PreemptedError, match='at step 3, task 1/2'):
+      run_experiment(model_dir, EXPERIMENT, data_dir=str(tmp_path / 'tfds'), preemption=StopAtStep(3))
+  out = capsys.readouterr().out
+  assert f'warning: checkpoint {model_dir}/checkpoints/ckpt-2 cannot be read' in out
+  assert f'Restored {model_dir}/checkpoints/ckpt-1: the newer checkpoints could not be read.' in out
+  assert '(step 2, 0 tasks finished)' in out
