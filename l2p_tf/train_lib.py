@@ -122,18 +122,28 @@ class CheckpointManager(tf.train.CheckpointManager):
     evaluation with the new accuracy row), and rewriting `ckpt-<step>` in place would leave, for a moment, the
     newest registered checkpoint with a new data file and the old index: a SIGKILL then would leave no loadable
     checkpoint. A new name is written completely before the `checkpoint` state file points to it.
-  * `save(force=True)` saves even when a checkpoint of this step exists.
+  * `save(force=True)` saves even when a checkpoint of this step exists, and the new one supersedes a checkpoint this
+    process saved at the same step (the task-end one, once the post-evaluation one is complete): it stops counting
+    towards `max_to_keep` at once, and its files are deleted after the new checkpoint is named in the state file.
   * `restore_or_initialize` restores the newest checkpoint that loads, newest first, saying which it skipped.
   * The fault-injection point `checkpoint_write` sits between a checkpoint's files and the state file.
   """
 
   def save(self, checkpoint_number=None, check_interval=True, options=None, force=False):  # pylint: disable=unused-argument
+    superseded = None
     if force:
+      if self._last_checkpoint_step is not None and self._last_checkpoint_step == int(self._step_counter.numpy()):
+        superseded = self.latest_checkpoint
+        self._maybe_delete.pop(superseded, None)  # Still named in the state file until the new one is written.
       self._last_checkpoint_step = None
     options = copy.copy(options) if options is not None else tf.train.CheckpointOptions()
     options.experimental_write_callbacks = [lambda *_: faults.point('checkpoint_write')] + list(
         options.experimental_write_callbacks or [])
-    return super().save(checkpoint_number=None, check_interval=check_interval, options=options)
+    path = super().save(checkpoint_number=None, check_interval=check_interval, options=options)
+    if superseded and path and path != superseded:
+      for f in tf.io.gfile.glob(f'{superseded}.*'):
+        tf.io.gfile.remove(f)
+    return path
 
   def restore_or_initialize(self):
     for path in reversed(self.checkpoints):
@@ -514,10 +524,24 @@ def _run_locked(*, model_dir, strategy, mode, data_dir, manual_dir, init_checkpo
   if done and chief:
     # The results files match the checkpoint (a kill can come between a checkpoint and the results written after it).
     results_lib.write_all(model_dir, res, acc[:done], names)
+  def stop(t: int, start: int, end: int):
+    """Checkpoint and results so far, then `PreemptedError` (every worker calls it at the same step)."""
+    step = int(state.global_step.numpy())
+    state.wall_time.assign(float(state.wall_time.numpy()) + time.time() - wall_start)
+    manager.save(check_interval=False)  # A no-op when this step's checkpoint exists.
+    partial = build_results(acc, t, read_usage())
+    if chief:
+      results_lib.write_all(model_dir, partial, acc[:t], names)
+    raise PreemptedError(f'Preempted ({preemption.requested or "stop requested"}) at step {step}, task {t + 1}/'
+                         f'{num_tasks} ({step - start}/{end - start} steps); checkpoint written to {ckpt_dir}. '
+                         'Rerun the same command to resume.')
+
   for t in range(done, num_tasks):
     start, end = task_starts[t], task_starts[t + 1]
     state.task_index.assign(t)
     gs = int(state.global_step.numpy())
+    if trainer.should_stop(gs):  # A signal that came during data preparation or evaluation.
+      stop(t, start, end)
     if gs < end:
       if gs == start and reset_optimizer_per_task:
         optimizers.reset_optimizer(opt)
@@ -529,16 +553,8 @@ def _run_locked(*, model_dir, strategy, mode, data_dir, manual_dir, init_checkpo
       progress.begin_task(t, bench.tasks[t].name, start, end, gs)
       try:
         controller.train(steps=end)  # Saves a checkpoint at the task's end.
-      except trainer_lib.StopRequested:  # Stopped on request: checkpoint and results so far, then tell the caller.
-        step = int(state.global_step.numpy())
-        state.wall_time.assign(float(state.wall_time.numpy()) + time.time() - wall_start)
-        manager.save(check_interval=False)
-        partial = build_results(acc, t, read_usage())
-        if chief:
-          results_lib.write_all(model_dir, partial, acc[:t], names)
-        raise PreemptedError(f'Preempted ({preemption.requested or "stop requested"}) at step {step}, task {t + 1}/'
-                             f'{num_tasks} ({step - start}/{end - start} steps); checkpoint written to {ckpt_dir}. '
-                             'Rerun the same command to resume.') from None
+      except trainer_lib.StopRequested:  # Stopped on request between two steps.
+        stop(t, start, end)
       except trainer_lib.NonFiniteError as e:
         raise NonFiniteLossError(
             f'NaN or Inf loss/gradient in train step {e.step + 1} (task {t + 1}/{num_tasks} {bench.tasks[t].name}, '

@@ -150,27 +150,35 @@ class L2PTrainer(orbit.StandardTrainer):
 
   def create_train_loop_fn(self):
     step_fn = tf.function(self.train_step)
-    num_hosts = _num_hosts(self.strategy)
-    any_worker = tf.function(self._any_replica) if num_hosts > 1 else None
 
     def loop_fn(iterator, num_steps):
       for _ in range(int(num_steps)):
         faults.point('train_step')
         step = int(self.global_step.numpy())
-        if self.stop_requested is not None:
-          stop = bool(self.stop_requested(step))
-          if any_worker is not None:  # Every worker must stop at the same step (the save is collective).
-            stop = bool(any_worker(tf.constant(float(stop))))
-          if stop:
-            raise StopRequested()
+        if self.should_stop(step):
+          raise StopRequested()
         if not bool(step_fn(iterator)):
           raise NonFiniteError(step)
 
     return loop_fn
 
+  def should_stop(self, step: int) -> bool:
+    """`stop_requested(step)`, agreed by all workers (any one asking stops all: the next save is collective)."""
+    if self.stop_requested is None:
+      return False
+    stop = bool(self.stop_requested(step))
+    if _num_hosts(self.strategy) > 1:
+      if self._any_worker is None:
+        self._any_worker = tf.function(self._any_replica)
+      stop = bool(self._any_worker(tf.constant(float(stop))))
+    return stop
+
+  _any_worker = None
+
   def _any_replica(self, flag):
     def replica_fn(x):
-      return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, x)
+      # tf.identity places the flag on this replica's device (MultiWorkerMirrored refuses an unplaced input).
+      return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, tf.identity(x))
     return self.strategy.experimental_local_results(self.strategy.run(replica_fn, args=(flag,)))[0] > 0
 
 

@@ -23,8 +23,8 @@ import tensorflow_datasets as tfds
 from l2p_tf import input_pipeline
 from l2p_tf import main as main_lib
 from tests import test_util
-from tests.reliability_test import snapshot
-from tests.train_lib_test import run_experiment
+from tests.runs import run_experiment
+from tests.runs import snapshot
 
 TINY = ['--gin_file=experiments/cifar100_l2p.gin', '--gin_file=local_tiny.gin']
 

@@ -20,8 +20,9 @@ import tensorflow_datasets as tfds
 from l2p_tf import model_dir as model_dir_lib
 from l2p_tf import train_lib
 from tests import test_util
-from tests.train_lib_test import StopAtStep
-from tests.train_lib_test import run_experiment
+from tests.runs import StopAtStep
+from tests.runs import run_experiment
+from tests.runs import snapshot
 
 EXPERIMENT = 'cifar100_l2p'  # With local_tiny.gin: 2 tasks x 4 steps, a loop every 2 steps, a checkpoint every 2.
 # Where each run is killed (L2P_FAULT_INJECTION), and what the directory must look like after the kill.
@@ -34,16 +35,6 @@ KILLS = {
     'mid_results_write': 'results_write:8',  # The final results.json's temporary copy written, not renamed.
 }
 SIGTERM_AT_STEP = 6
-
-
-def snapshot(directory):
-  """{relative path: bytes} of every file under `directory` (the lock file aside)."""
-  out = {}
-  for root, _, files in os.walk(directory):
-    for f in files:
-      path = os.path.join(root, f)
-      out[os.path.relpath(path, directory)] = open(path, 'rb').read()
-  return out
 
 
 def main_command(model_dir, tfds_dir, *extra):

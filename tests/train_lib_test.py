@@ -8,34 +8,19 @@ import glob
 import json
 import os
 
-import gin
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from l2p_tf import gin_utils
 from l2p_tf import train_lib
 from tests import test_util
+from tests.runs import StopAtStep
+from tests.runs import one_device
+from tests.runs import run_experiment
 
 EXPERIMENTS = ['cifar100_l2p', 'cifar100_gaussian_l2p', 'five_datasets_l2p', 'domainnet_l2p', 'quickstart']
 DOMAINNET_DUMMY = os.path.join(test_util.REPO_ROOT, 'datasets', 'domainnet', 'dummy_data')
-
-
-def one_device():
-  return tf.distribute.OneDeviceStrategy('/cpu:0')
-
-
-def run_experiment(model_dir, experiment, bindings=(), strategy=None, data_dir=None, manual_dir=None, **kwargs):
-  """Parses experiment + local_tiny (+ bindings) and runs train_lib.run; clears gin afterwards."""
-  files = [f'experiments/{experiment}.gin', 'local_tiny.gin']
-  gin_utils.parse(files, list(bindings))
-  try:
-    return gin.get_configurable(train_lib.run)(
-        model_dir=str(model_dir), strategy=strategy or one_device(), data_dir=data_dir, manual_dir=manual_dir,
-        **kwargs)
-  finally:
-    gin.clear_config()
 
 
 def event_tags(directory):
@@ -93,17 +78,6 @@ def test_one_device_and_mirrored_agree(tmp_path):
   assert results[1]['num_replicas'] == 2
   a, b = (np.array(r['accuracy_matrix'], dtype=float) for r in results)
   np.testing.assert_allclose(a, b, atol=0.5)
-
-
-class StopAtStep(train_lib.Preemption):
-  """Asks to stop after the train loop that reaches `step` (as a SIGTERM would)."""
-
-  def __init__(self, step):
-    super().__init__()
-    self.step = step
-
-  def should_stop(self, step):
-    return step >= self.step
 
 
 def test_resume_mid_task_matches_uninterrupted_run(tmp_path):

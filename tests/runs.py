@@ -1,0 +1,48 @@
+"""Helpers for end-to-end runs in tests: a tiny experiment through the real gin files, a stop request at a given step,
+and a byte snapshot of a directory."""
+
+import os
+
+import gin
+import tensorflow as tf
+
+from l2p_tf import gin_utils
+from l2p_tf import train_lib
+
+
+def one_device():
+  return tf.distribute.OneDeviceStrategy('/cpu:0')
+
+
+def run_experiment(model_dir, experiment, bindings=(), strategy=None, data_dir=None, manual_dir=None, **kwargs):
+  """Parses experiment + local_tiny (+ bindings) and runs train_lib.run; clears gin afterwards."""
+  files = [f'experiments/{experiment}.gin', 'local_tiny.gin']
+  gin_utils.parse(files, list(bindings))
+  try:
+    return gin.get_configurable(train_lib.run)(
+        model_dir=str(model_dir), strategy=strategy or one_device(), data_dir=data_dir, manual_dir=manual_dir,
+        **kwargs)
+  finally:
+    gin.clear_config()
+
+
+class StopAtStep(train_lib.Preemption):
+  """Asks to stop once `step` steps are done (as a SIGTERM would; checked before every step and at task starts)."""
+
+  def __init__(self, step):
+    super().__init__()
+    self.step = step
+
+  def should_stop(self, step):
+    return step >= self.step
+
+
+def snapshot(directory):
+  """{relative path: bytes} of every file under `directory`."""
+  out = {}
+  for root, _, files in os.walk(directory):
+    for f in files:
+      path = os.path.join(root, f)
+      with open(path, 'rb') as fh:
+        out[os.path.relpath(path, directory)] = fh.read()
+  return out
