@@ -311,7 +311,9 @@ def remove_partial_files(model_dir: str, ckpt_dir: str) -> list[str]:
       path = os.path.join(ckpt_dir, name)
       m = _CKPT_FILE.match(name)
       orphan = m is not None and int(m.group('n')) > newest and f'{m.group("prefix")}-{m.group("n")}' not in registered
-      if name.endswith('_temp') or '.tempstate' in name or orphan:
+      # ckpt-N_temp/ (shards not yet merged), *.tempstate* (a merge's index in progress), checkpoint.tmp* (the state
+      # file's atomic write in progress), and checkpoint files newer than any the state file names.
+      if name.endswith('_temp') or '.tempstate' in name or name.startswith('checkpoint.tmp') or orphan:
         (tf.io.gfile.rmtree if tf.io.gfile.isdir(path) else tf.io.gfile.remove)(path)
         removed.append(path)
   if tf.io.gfile.isdir(model_dir):
