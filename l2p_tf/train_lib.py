@@ -129,7 +129,8 @@ class CheckpointManager(tf.train.CheckpointManager):
   * The fault-injection point `checkpoint_write` sits between a checkpoint's files and the state file.
   """
 
-  def save(self, checkpoint_number=None, check_interval=True, options=None, force=False):  # pylint: disable=unused-argument
+  def save(self, checkpoint_number=None, check_interval=True, options=None,  # pylint: disable=unused-argument
+           force=False):
     superseded = None
     if force:
       if self._last_checkpoint_step is not None and self._last_checkpoint_step == int(self._step_counter.numpy()):
@@ -558,14 +559,15 @@ def _run_locked(*, model_dir, strategy, mode, data_dir, manual_dir, init_checkpo
       except trainer_lib.NonFiniteError as e:
         raise NonFiniteLossError(
             f'NaN or Inf loss/gradient in train step {e.step + 1} (task {t + 1}/{num_tasks} {bench.tasks[t].name}, '
-            f'step {e.step - start + 1}/{end - start} of the task); its update was not applied and nothing was saved '
+            f'step {e.step - start + 1}/{end - start} of the task); its gradient was discarded and nothing was saved '
             f'after it: the newest checkpoint, {manager.latest_checkpoint or "none yet"}, is the last good state. '
             'Lower the learning rate or check the data; rerunning the same command resumes from that checkpoint '
             '(a changed config needs --overwrite, which moves this run aside).') from None
       except tf.errors.DataLossError as e:
         raise RuntimeError(f'Corrupt data while training task {t + 1} ({bench.tasks[t].name}): '
                            f'{input_pipeline.op_error_text(e)}. Delete the prepared dataset under --tfds_data_dir '
-                           f'({data_dir or input_pipeline.default_data_dir()}) and rerun to prepare it again.') from None
+                           f'({data_dir or input_pipeline.default_data_dir()}) and rerun to prepare it again.'
+                          ) from None
     row = evaluate_after(t)
     acc[t] = row
     state.accuracy_matrix.assign(acc.astype(np.float32))

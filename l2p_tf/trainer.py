@@ -30,7 +30,7 @@ class StopRequested(Exception):
 
 
 class NonFiniteError(Exception):
-  """Raised after a step whose loss or gradient norm was NaN or Inf; that step's update was not applied.
+  """Raised after a step whose loss or gradient norm was NaN or Inf; its gradient was zeroed (no NaN in the weights).
 
   Attributes:
     step: the global step count before the failing step (the failing step is step `step + 1`).
@@ -120,9 +120,10 @@ class L2PTrainer(orbit.StandardTrainer):
     # Sum over replicas first, so the clip applies to the global gradient (as jax.lax.pmean does in the original).
     grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
     grad_norm = tf.linalg.global_norm(grads)
-    # A NaN / Inf anywhere (loss on any replica, or the global gradient) zeroes the update; the Python loop then
-    # raises NonFiniteError before anything is saved. (No tf.cond around apply_gradients: its merge_call is not
-    # allowed inside a cond branch under MirroredStrategy.)
+    # A NaN / Inf anywhere (loss on any replica, or the global gradient) zeroes the gradient, so no NaN reaches the
+    # weights (Adam's momentum still moves them a little); the Python loop then raises NonFiniteError before anything
+    # is saved, so that state is never kept. (No tf.cond skipping apply_gradients: its merge_call is not allowed in a
+    # cond branch under MirroredStrategy.)
     bad_loss = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(~tf.math.is_finite(loss), tf.float32))
     finite = tf.logical_and(tf.math.is_finite(grad_norm), tf.equal(bad_loss, 0.0))
     grads = [tf.where(finite, g, tf.zeros_like(g)) for g in grads]

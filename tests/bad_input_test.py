@@ -27,6 +27,7 @@ from tests.runs import run_experiment
 from tests.runs import snapshot
 
 TINY = ['--gin_file=experiments/cifar100_l2p.gin', '--gin_file=local_tiny.gin']
+ONLY_MNIST = "--gin_bindings=continual.five_datasets.datasets = ('mnist',)"
 
 
 @pytest.fixture
@@ -96,7 +97,8 @@ def test_npz_of_another_variant_lists_the_keys(capsys, model_dir, tmp_path):
   assert_one_error(code, err, f'error: Checkpoint {npz} does not fit the model:\nThe file looks like ViT-S/16',
                    '198 mis-shaped key(s):',
                    'Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel: file (384, 1536) vs model (768, 3072)',
-                   "but the model is ViT-B/16: point INIT_CHECKPOINT at a ViT-B/16 file or set the model variant to 'S/16'")
+                   'but the model is ViT-B/16: point INIT_CHECKPOINT at a ViT-B/16 file or set the model variant '
+                   "to 'S/16'")
   assert snapshot(model_dir) == before
 
 
@@ -186,7 +188,7 @@ def test_corrupt_tfrecord(capsys, model_dir, tmp_path):
   open(record, 'wb').write(bytes(raw))
   before = snapshot(model_dir)
   code, err, out = run_main(capsys, [f'--model_dir={model_dir}', '--gin_file=experiments/five_datasets_l2p.gin',
-                                '--gin_file=local_tiny.gin', "--gin_bindings=continual.five_datasets.datasets = ('mnist',)",
+                                '--gin_file=local_tiny.gin', ONLY_MNIST,
                                 f'--tfds_data_dir={data_dir}', f'--tfds_manual_dir={manual}'])
   assert_one_error(code, err, f"error: dataset 'mnist_local' in {builder.data_dir} is corrupt: reading split 'train' "
                    'failed (DataLossError: corrupted record at ', f'). Delete {builder.data_dir} and rerun to prepare')
@@ -232,7 +234,7 @@ def test_labels_outside_the_head(capsys, model_dir, tmp_path):
   data = mock(as_dataset_fn=labelled_data(lambda name, split: np.arange(120) % 12))
   before = snapshot(model_dir)
   code, err, out = run_main(capsys, [f'--model_dir={model_dir}', '--gin_file=experiments/five_datasets_l2p.gin',
-                                '--gin_file=local_tiny.gin', "--gin_bindings=continual.five_datasets.datasets = ('mnist',)",
+                                '--gin_file=local_tiny.gin', ONLY_MNIST,
                                 f'--tfds_data_dir={tmp_path / "tfds"}'], data)
   assert_one_error(code, err, "The labels of task 0 (mnist) training data range over 0..11, outside the head's 10 "
                    'classes (0..9)', "fix the benchmark's num_classes or its label offsets")
@@ -268,7 +270,8 @@ def test_model_dir_of_a_different_config_is_refused_and_overwrite_moves_it_aside
   model_dir = tmp_path / 'run'
   shutil.copytree(finished_run[0], model_dir)
   before = snapshot(model_dir)
-  args = [f'--model_dir={model_dir}', *TINY, f'--tfds_data_dir={finished_run[1]}', '--gin_bindings=LEARNING_RATE = 0.01']
+  args = [f'--model_dir={model_dir}', *TINY, f'--tfds_data_dir={finished_run[1]}',
+          '--gin_bindings=LEARNING_RATE = 0.01']
   code, err, out = run_main(capsys, args, mock())
   assert_one_error(code, err, f'error: model_dir {model_dir} holds a run of a different config',
                    '- LEARNING_RATE = 0.03', '+ LEARNING_RATE = 0.01', '--overwrite')

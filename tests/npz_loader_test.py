@@ -134,7 +134,8 @@ def test_not_an_npz(tmp_path):
   truncated = tmp_path / 'truncated.npz'
   np.savez(truncated, a=np.zeros(1000, np.float32))
   truncated.write_bytes(truncated.read_bytes()[:-200])
-  with pytest.raises(npz_loader.CheckpointError, match=r'truncated\.npz is not a readable \.npz archive \(a truncated or damaged zip file\)'):
+  with pytest.raises(npz_loader.CheckpointError,
+                     match=r'truncated\.npz is not a readable \.npz archive \(a truncated or damaged zip file\)'):
     npz_loader.load_vit_npz(tiny(), str(truncated))
 
 

@@ -176,7 +176,8 @@ def test_nan_stops_naming_step_and_task_and_keeps_the_last_good_checkpoint(tmp_p
     # the resume, step 4, has a NaN loss.
     with pytest.raises(train_lib.NonFiniteLossError,
                        match=r'NaN or Inf loss/gradient in train step 4 \(task 1/2 task_0, step 4/4 of the task\); '
-                             r'its update was not applied .*the newest checkpoint, .*ckpt-\d+, is the last good state'):
+                             r'its gradient was discarded and nothing was saved after it: the newest checkpoint, '
+                             r'.*ckpt-\d+, is the last good state'):
       run_experiment(model_dir, EXPERIMENT, data_dir=str(tmp_path / 'tfds'), pull_coefficient=float('nan'))
   after = snapshot(model_dir)
   for path in before:  # Checkpoints, config and results untouched (summaries may have grown).
