@@ -18,7 +18,8 @@ from l2p_tf import gin_utils
 from l2p_tf import train_lib
 from tests import test_util
 
-EXPERIMENTS = ['cifar100_l2p', 'cifar100_gaussian_l2p', 'five_datasets_l2p', 'domainnet_l2p', 'quickstart']
+EXPERIMENTS = ['cifar100_l2p', 'cifar100_gaussian_l2p', 'five_datasets_l2p', 'domainnet_l2p', 'quickstart',
+               'cifar100_disjoint_l2p']
 DOMAINNET_DUMMY = os.path.join(test_util.REPO_ROOT, 'datasets', 'domainnet', 'dummy_data')
 
 
