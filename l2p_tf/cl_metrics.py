@@ -75,6 +75,19 @@ def metric_curves(acc) -> dict[str, list[Optional[float]]]:
   return curves
 
 
+def joint_curves(acc) -> dict[str, list[Optional[float]]]:
+  """Metrics of a joint-training run: one row, every task evaluated after training on all of them at once.
+
+  avg_acc and learning_acc are the mean over the tasks of that row (each task's accuracy right after it was learned
+  is that row too); forgetting and backward transfer are 0 (nothing is learned after anything else).
+  """
+  acc = np.asarray(acc, dtype=np.float64)
+  if not len(acc) or np.isnan(acc[0]).any():
+    return {k: [] for k in ('avg_acc', 'forgetting', 'backward', 'learning_acc')}
+  mean = float(np.mean(acc[0]))
+  return {'avg_acc': [mean], 'forgetting': [0.0], 'backward': [0.0], 'learning_acc': [mean]}
+
+
 def format_matrix(acc, names: Sequence[str]) -> str:
   """A fixed-width table of the accuracy matrix: one row per trained task, one column per task."""
   acc = np.asarray(acc, dtype=np.float64)

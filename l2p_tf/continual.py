@@ -30,7 +30,8 @@ import tensorflow as tf
 
 from l2p_tf import input_pipeline
 
-SCENARIOS = ('class_incremental', 'domain_incremental', 'task_agnostic')
+SCENARIOS = ('class_incremental', 'domain_incremental', 'task_agnostic', 'joint')
+HOLDOUTS = ('test', 'validation')
 MASKS = ('class', 'none')
 CLASS_ORDERS = ('label', 'random')
 FIVE_DATASETS = ('cifar10', 'mnist', 'svhn_cropped', 'not_mnist', 'fashion_mnist')
@@ -99,6 +100,61 @@ def split_classes(order: np.ndarray, num_tasks: int) -> list[tuple[int, ...]]:
   return [tuple(sorted(int(c) for c in order[t * k:(t + 1) * k])) for t in range(num_tasks)]
 
 
+def parse_classes(spec, num_classes: int) -> Optional[np.ndarray]:
+  """Reads a class subset: None (every class), 'a-b' (inclusive range), 'a,b,c', or a sequence of ints.
+
+  Returns:
+    int64 array of distinct label ids in the given order, or None for every class.
+
+  Raises:
+    ValueError: a malformed spec, a repeated id, or an id outside [0, num_classes).
+  """
+  if spec is None:
+    return None
+  try:
+    if isinstance(spec, str):
+      ids = []
+      for piece in spec.replace(' ', '').split(','):
+        if '-' in piece:
+          lo, hi = (int(x) for x in piece.split('-'))
+          if hi < lo:
+            raise ValueError
+          ids.extend(range(lo, hi + 1))
+        else:
+          ids.append(int(piece))
+    else:
+      ids = [int(c) for c in spec]
+  except (TypeError, ValueError):
+    raise ValueError(f"classes={spec!r} is not a class subset; write e.g. '0-49', '0,5,7' or a list of ints.") from None
+  arr = np.asarray(ids, np.int64)
+  if not len(arr):
+    raise ValueError(f'classes={spec!r} selects no class.')
+  bad = arr[(arr < 0) | (arr >= num_classes)]
+  if len(bad):
+    raise ValueError(f'classes={spec!r} has ids {sorted(set(bad.tolist()))} outside [0, {num_classes}).')
+  if len(np.unique(arr)) != len(arr):
+    raise ValueError(f'classes={spec!r} repeats a class id.')
+  return arr
+
+
+def holdout_mask(labels: np.ndarray, fraction: float, *, seed: int) -> np.ndarray:
+  """bool (N,): a seeded `fraction` of every class's rows (at least one per class), the validation hold-out.
+
+  Raises:
+    ValueError: if `fraction` is not in (0, 1).
+  """
+  if not 0.0 < fraction < 1.0:
+    raise ValueError(f'validation_fraction must be in (0, 1), got {fraction!r}')
+  labels = np.asarray(labels)
+  mask = np.zeros(len(labels), bool)
+  rng = np.random.default_rng(seed)
+  for c in np.unique(labels):
+    rows = np.flatnonzero(labels == c)
+    k = max(1, int(round(fraction * len(rows))))
+    mask[rng.permutation(rows)[:k]] = True
+  return mask
+
+
 class ContinualBenchmark:
   """Base class: the interface the trainer uses. Subclasses implement the `_`-prefixed hooks.
 
@@ -148,10 +204,13 @@ class ContinualBenchmark:
       raise ValueError(f'evaluation set index {i!r} is outside [0, {len(self.eval_names)}) ({self.eval_names})')
 
   def eval_ids_after(self, t: int) -> list[int]:
-    """Evaluation sets to evaluate after training segment `t`: every task seen so far, or [0] (task-agnostic)."""
+    """Evaluation sets to evaluate after training segment `t`: every task seen so far, [0] (task-agnostic), or every
+    set (joint: one training segment holding all tasks)."""
     self._check_task(t)
     if self.scenario == 'task_agnostic':
       return [0]
+    if self.scenario == 'joint':
+      return list(range(len(self.eval_names)))
     return list(range(t + 1))
 
   def num_train_examples(self, t: int) -> int:
@@ -524,10 +583,24 @@ class _Data:
       self._builders[name] = input_pipeline.get_builder(name, data_dir=self.data_dir, manual_dir=self.manual_dir)
     return self._builders[name]
 
-  def arrays(self, name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    key = (name, split)
+  def arrays(self, name: str, split: str, subset: Optional[tuple[int, ...]] = None) -> tuple[np.ndarray, np.ndarray]:
+    """(images, labels) of a split; with `subset`, labels become positions in it (-1 for every other class)."""
+    key = (name, split, subset)
     if key not in self._arrays:
-      self._arrays[key] = input_pipeline.load_arrays(self.builder(name), split)
+      if subset is None:
+        self._arrays[key] = input_pipeline.load_arrays(self.builder(name), split)
+      else:
+        images, labels = self.arrays(name, split)
+        lut = np.full(int(labels.max()) + 1, -1, np.int64)
+        lut[list(subset)] = np.arange(len(subset))
+        self._arrays[key] = images, lut[labels]
+    return self._arrays[key]
+
+  def holdout(self, name: str, fraction: float, seed: int) -> np.ndarray:
+    """The validation rows (bool over the training split) of data set `name`."""
+    key = ('holdout', name, fraction, seed)
+    if key not in self._arrays:
+      self._arrays[key] = holdout_mask(self.arrays(name, self.split_names(name)[0])[1], fraction, seed=seed)
     return self._arrays[key]
 
   def label_names(self, name: str) -> list[str]:
@@ -541,12 +614,22 @@ class _Data:
 
 
 def _array_part(data: _Data, name: str, split_index: int, *, classes=None, offset: int = 0,
-                limit: Optional[int] = None, seed: int = 0) -> input_pipeline.ArrayPart:
-  images, labels = data.arrays(name, data.split_names(name)[split_index])
+                limit: Optional[int] = None, seed: int = 0, subset: Optional[tuple[int, ...]] = None,
+                validation: Optional[tuple[float, int]] = None) -> input_pipeline.ArrayPart:
+  """Rows of one split of data set `name` (split_index 0 = train, 1 = test).
+
+  `subset` relabels to positions in it (see `_Data.arrays`). `validation=(fraction, seed)` takes both parts from
+  the training split: split_index 1 is then the held-out validation rows and split_index 0 the rest.
+  """
+  split = data.split_names(name)[0 if validation else split_index]
+  images, labels = data.arrays(name, split, subset)
   if offset:
     labels = labels + offset  # A new array, shared by the parts of this data set through the cache below.
-  rows = (np.arange(len(labels), dtype=np.int64) if classes is None
+  rows = (np.flatnonzero(labels >= 0).astype(np.int64) if classes is None
           else input_pipeline.class_rows(labels, classes))
+  if validation:
+    held = data.holdout(name, *validation)[rows]
+    rows = rows[held if split_index == 1 else ~held]
   rows = input_pipeline.subsample(rows, limit, seed=seed)
   return input_pipeline.ArrayPart(images=images, labels=labels, indices=rows)
 
@@ -561,39 +644,61 @@ def split_cifar100(*, num_tasks: int = 10, class_order: str = 'label', order_see
                    jpeg_round_trip: bool = False, seed: int = 0, data_dir: Optional[str] = None,
                    manual_dir: Optional[str] = None, max_tasks: Optional[int] = None,
                    max_train_examples_per_task: Optional[int] = None,
-                   max_eval_examples_per_task: Optional[int] = None) -> SegmentedBenchmark:
-  """Split CIFAR-100: class-incremental, `num_tasks` tasks of 100 / num_tasks classes.
+                   max_eval_examples_per_task: Optional[int] = None, classes=None, holdout: str = 'test',
+                   validation_fraction: float = 0.1, joint: bool = False) -> SegmentedBenchmark:
+  """Split CIFAR-100: class-incremental, `num_tasks` tasks of (number of classes) / num_tasks classes.
 
   Args:
-    num_tasks: T (must divide 100).
+    num_tasks: T (must divide the number of classes).
     class_order: 'label' or 'random' (a permutation seeded by `order_seed`).
     order_seed: seed of the random class order (defaults to `seed`).
     mask: 'class' (train each task's logits only; the paper) or 'none'.
-    epochs: passes over each task's 5,000 training images.
+    epochs: passes over each task's training images (5,000 per 10 classes).
     image_size: network input side.
     jpeg_round_trip: JPEG round trip before the random crop (official code).
-    seed: the benchmark's own seed (class order default, example caps).
+    seed: the benchmark's own seed (class order default, example caps, validation hold-out).
     data_dir: tfds data directory (`--tfds_data_dir`).
     manual_dir: local downloads (`--tfds_manual_dir`); CIFAR-100 then comes from `cifar-100-python/` there.
     max_tasks: keep only the first this many tasks.
     max_train_examples_per_task: seeded random cap per task (tiny runs).
     max_eval_examples_per_task: seeded random cap per evaluation set.
+    classes: a subset of CIFAR-100's classes ('0-49', '0,3,9' or a list; None: all 100). The benchmark then has
+      len(classes) classes, relabelled 0..len-1 in the given order (the head is that wide); class names follow.
+    holdout: 'test' (evaluate on the test images; for reported results) or 'validation' (train on the training
+      images minus a seeded `validation_fraction` of every class and evaluate on that fraction: for choosing
+      hyperparameters without touching the test set).
+    validation_fraction: share of each class's training images held out with holdout='validation'.
+    joint: the joint-training upper bound: one training segment holding every task's classes and images
+      (`epochs` passes over all of them, so as many steps as the sequential run), evaluated on each task's set.
 
   Returns:
-    The benchmark; evaluation set i is task i's classes of the test set.
+    The benchmark; evaluation set i is task i's classes of the test (or validation) set.
   """
-  order = make_class_order(100, class_order, seed=seed if order_seed is None else order_seed)
+  _check_choice('holdout', holdout, HOLDOUTS)
+  subset = parse_classes(classes, 100)
+  num_classes = 100 if subset is None else len(subset)
+  order = make_class_order(num_classes, class_order, seed=seed if order_seed is None else order_seed)
   groups = split_classes(order, num_tasks)[:_limit_tasks(num_tasks, max_tasks)]
   data = _Data(data_dir, manual_dir)
-  tasks = [Task(index=t, name=f'task_{t}', classes=g) for t, g in enumerate(groups)]
-  train = [functools.partial(_array_part, data, 'cifar100', 0, classes=g, limit=max_train_examples_per_task,
-                             seed=seed + t) for t, g in enumerate(groups)]
-  evals = [functools.partial(_array_part, data, 'cifar100', 1, classes=g, limit=max_eval_examples_per_task,
-                             seed=seed + t) for t, g in enumerate(groups)]
+  part = functools.partial(_array_part, data, 'cifar100', subset=None if subset is None else tuple(subset.tolist()),
+                           validation=(validation_fraction, seed) if holdout == 'validation' else None)
+  names = [f'task_{t}' for t in range(len(groups))]
+  evals = [functools.partial(part, 1, classes=g, limit=max_eval_examples_per_task, seed=seed + t)
+           for t, g in enumerate(groups)]
+  if joint:
+    every = tuple(sorted(c for g in groups for c in g))
+    limit = None if max_train_examples_per_task is None else max_train_examples_per_task * len(groups)
+    tasks = [Task(index=0, name='joint', classes=every)]
+    train = [functools.partial(part, 0, classes=every, limit=limit, seed=seed)]
+  else:
+    tasks = [Task(index=t, name=names[t], classes=g) for t, g in enumerate(groups)]
+    train = [functools.partial(part, 0, classes=g, limit=max_train_examples_per_task, seed=seed + t)
+             for t, g in enumerate(groups)]
   return SegmentedBenchmark(
-      name='split_cifar100', num_classes=100, class_names=_LazyNames(data, 'cifar100', 100), tasks=tasks,
-      scenario='class_incremental', eval_names=[t.name for t in tasks], train_parts=train, eval_parts=evals,
-      mask=mask, epochs=epochs, image_size=image_size, jpeg_round_trip=jpeg_round_trip)
+      name='split_cifar100' if subset is None else f'split_cifar100[{classes}]', num_classes=num_classes,
+      class_names=_LazyNames(data, 'cifar100', num_classes, subset=None if subset is None else subset.tolist()),
+      tasks=tasks, scenario='joint' if joint else 'class_incremental', eval_names=names, train_parts=train,
+      eval_parts=evals, mask=mask, epochs=epochs, image_size=image_size, jpeg_round_trip=jpeg_round_trip)
 
 
 def gaussian_cifar100(*, num_episodes: int = 200, sigma: float = 10.0, eval_every_episodes: int = 20,
@@ -765,16 +870,19 @@ def domainnet(*, protocol: str = 'domain_incremental', domains: Sequence[str] = 
 class _LazyNames(list):
   """Class names read from the builders on first use (constructing a benchmark reads no data)."""
 
-  def __init__(self, data: _Data, names: Union[str, Sequence[str]], num_classes: int):
+  def __init__(self, data: _Data, names: Union[str, Sequence[str]], num_classes: int,
+               subset: Optional[Sequence[int]] = None):
     super().__init__()
     self._data, self._names, self._n = data, names, num_classes
+    self._subset = subset
     self._loaded = False
 
   def _load(self):
     if not self._loaded:
       self._loaded = True
       if isinstance(self._names, str):
-        super().extend(self._data.label_names(self._names))
+        names = self._data.label_names(self._names)
+        super().extend(names if self._subset is None else [names[i] for i in self._subset])
       else:
         for n in self._names:
           super().extend(f'{n}/{c}' for c in self._data.label_names(n))

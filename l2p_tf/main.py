@@ -36,18 +36,6 @@ flags.DEFINE_bool('overwrite', False, 'Start afresh even if --model_dir holds a 
                   'the old run is first moved to <model_dir>.overwritten-<time>/.')
 
 
-def make_strategy(name: str, tpu: str = '', num_gpus=None):
-  """Builds the tf.distribute strategy named on the command line."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from official.common import distribute_utils  # pylint: disable=g-import-not-at-top
-  gpus = len(tf.config.list_physical_devices('GPU')) if num_gpus is None else num_gpus
-  if name == 'one_device':
-    return tf.distribute.OneDeviceStrategy('/gpu:0' if gpus else '/cpu:0')
-  if name == 'tpu':
-    return distribute_utils.get_distribution_strategy('tpu', tpu_address=tpu or '')
-  return distribute_utils.get_distribution_strategy(name, num_gpus=gpus)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
@@ -66,7 +54,8 @@ def main(argv):
     print(f'error: {e}', file=sys.stderr)
     return 2
   gin.finalize()
-  strategy = make_strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.num_gpus)
+  from l2p_tf import strategies  # pylint: disable=g-import-not-at-top
+  strategy = strategies.make_strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.num_gpus)
   logging.info('Strategy %s with %d replicas.', type(strategy).__name__, strategy.num_replicas_in_sync)
   preemption = train_lib.Preemption().install()
   try:

@@ -212,6 +212,8 @@ def _metric_curves(acc: np.ndarray, scenario: str) -> dict:
     done = [float(r[0]) for r in acc if not np.isnan(r[0])]
     return {'avg_acc': done, 'forgetting': [None] * len(done), 'backward': [None] * len(done),
             'learning_acc': [None] * len(done)}
+  if scenario == 'joint':
+    return cl_metrics.joint_curves(acc)
   return cl_metrics.metric_curves(acc)
 
 
@@ -429,7 +431,7 @@ def _run_locked(*, model_dir, strategy, mode, data_dir, manual_dir, init_checkpo
           lambda ctx: bench.eval_dataset(i, ctx, global_batch_size=eval_batch_size))
     return eval_datasets[i]
 
-  names = [t.name for t in bench.tasks]
+  names = [t.name for t in bench.tasks] if bench.scenario != 'joint' else list(bench.eval_names)
   extra_matrices = {s: np.full((num_tasks, num_eval), np.nan) for s in evaluator.selections[1:]}
   eval_histograms = {}
 
@@ -579,6 +581,9 @@ def _run_locked(*, model_dir, strategy, mode, data_dir, manual_dir, init_checkpo
     res = record(t, acc, t + 1)
     if bench.scenario == 'task_agnostic':
       _say(f'after segment {t + 1}: accuracy on {bench.eval_names[0]} {acc[t, 0]:.2f}%')
+    elif bench.scenario == 'joint':
+      _say('joint training, accuracy per task: ' + ', '.join(
+          f'{n} {a:.2f}' for n, a in zip(bench.eval_names, acc[t])) + f'; avg_acc {res["final"]["avg_acc"]:.2f}')
     else:
       _say(cl_metrics.format_matrix(acc[:t + 1], names))
       f = res['final']

@@ -61,3 +61,10 @@ def test_format_matrix():
   assert len(lines) == 4
   assert '90.00' in lines[1] and lines[1].rstrip().endswith('90.00')
   assert lines[3].split()[-1] == '65.00'
+
+
+def test_joint_curves():
+  row = np.array([[60.0, 70.0, 80.0]])
+  curves = cl_metrics.joint_curves(row)
+  assert curves == {'avg_acc': [70.0], 'forgetting': [0.0], 'backward': [0.0], 'learning_acc': [70.0]}
+  assert cl_metrics.joint_curves(np.full((1, 3), np.nan))['avg_acc'] == []

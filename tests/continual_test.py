@@ -117,6 +117,68 @@ class SplitTest(tf.test.TestCase):
       self.assertLen({row.tobytes() for row in first_epoch[: (n // 8) * 8]}, (n // 8) * 8)
 
 
+class SubsetHoldoutJointTest(tf.test.TestCase):
+  """Class subsets (the disjoint-classes protocol), the validation hold-out and the joint upper bound."""
+
+  def test_parse_classes(self):
+    np.testing.assert_array_equal(continual.parse_classes('0-3,7', 10), [0, 1, 2, 3, 7])
+    np.testing.assert_array_equal(continual.parse_classes([5, 2], 10), [5, 2])
+    self.assertIsNone(continual.parse_classes(None, 10))
+    for bad, msg in (('5-2', 'not a class subset'), ('a-b', 'not a class subset'), ('0-10', r'\[10\] outside'),
+                     ('1,1', 'repeats'), ([], 'selects no class')):
+      with self.assertRaisesRegex(ValueError, msg):
+        continual.parse_classes(bad, 10)
+
+  def test_subset_relabels_and_names_follow(self):
+    with tfds.testing.mock_data(num_examples=400), tempfile.TemporaryDirectory() as d:
+      b = continual.split_cifar100(classes='50-99', num_tasks=5, image_size=16, data_dir=d, epochs=1)
+      self.assertEqual(b.num_classes, 50)
+      self.assertEqual(b.tasks[0].classes, tuple(range(10)))
+      self.assertEqual(b.tasks[4].classes, tuple(range(40, 50)))
+      full = continual.split_cifar100(image_size=16, data_dir=d)
+      self.assertEqual(list(b.class_names), list(full.class_names)[50:])
+      # Task 0's training labels are 0..9 and its images are those of original classes 50..59.
+      part = b.train_part(0)
+      orig = full.train_part(5)
+      self.assertEqual(part.num_examples, orig.num_examples)
+      np.testing.assert_array_equal(part.images[part.indices], orig.images[orig.indices])
+      np.testing.assert_array_equal(part.labels[part.indices], orig.labels[orig.indices] - 50)
+
+  def test_validation_holdout_is_carved_from_training_images(self):
+    with tfds.testing.mock_data(num_examples=600), tempfile.TemporaryDirectory() as d:
+      test_b = continual.split_cifar100(classes='0-49', num_tasks=5, image_size=16, data_dir=d)
+      val_b = continual.split_cifar100(classes='0-49', num_tasks=5, image_size=16, data_dir=d, holdout='validation',
+                                       validation_fraction=0.2)
+      for t in range(5):
+        train_rows = set(val_b.train_part(t).indices.tolist())
+        held = val_b._eval_part(t)  # pylint: disable=protected-access
+        held_rows = set(held.indices.tolist())
+        self.assertFalse(train_rows & held_rows)
+        # Together they are exactly the task's training rows; the hold-out is about 20% of them.
+        self.assertEqual(train_rows | held_rows, set(test_b.train_part(t).indices.tolist()))
+        self.assertAlmostEqual(len(held_rows) / (len(held_rows) + len(train_rows)), 0.2, delta=0.08)
+        # Evaluation reads training images (same array), never the test split.
+        self.assertIs(held.images, val_b.train_part(t).images)
+        self.assertIsNot(held.images, test_b._eval_part(t).images)  # pylint: disable=protected-access
+    with self.assertRaisesRegex(ValueError, "'val'"):
+      continual.split_cifar100(holdout='val')
+
+  def test_joint_is_one_segment_of_every_task_evaluated_on_each(self):
+    with tfds.testing.mock_data(num_examples=600), tempfile.TemporaryDirectory() as d:
+      seq = continual.split_cifar100(classes='0-49', num_tasks=5, image_size=16, data_dir=d, epochs=2)
+      joint = continual.split_cifar100(classes='0-49', num_tasks=5, image_size=16, data_dir=d, epochs=2, joint=True)
+      self.assertEqual(joint.scenario, 'joint')
+      self.assertLen(joint.tasks, 1)
+      self.assertEqual(joint.tasks[0].classes, tuple(range(50)))
+      self.assertEqual(joint.eval_names, seq.eval_names)
+      self.assertEqual(joint.eval_ids_after(0), [0, 1, 2, 3, 4])
+      self.assertEqual(joint.num_train_examples(0), sum(seq.num_train_examples(t) for t in range(5)))
+      steps = joint.steps_per_task(0, 16)
+      self.assertAlmostEqual(steps, sum(seq.steps_per_task(t, 16) for t in range(5)), delta=5)
+      x = next(iter(joint.train_dataset(0, global_batch_size=16, seed=0)))
+      self.assertTrue(np.all(x['label_mask'].numpy()[:, :50]))
+
+
 class GaussianTest(tf.test.TestCase):
   """The schedule is recomputed here from its definition, not from the module's helpers."""
 

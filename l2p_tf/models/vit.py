@@ -43,10 +43,12 @@ class ViTConfig:
   patch_size: int
 
 
-# The variants of google-research/vision_transformer (configs/models.py), plus `tiny`, a 2-layer 64-wide model for
-# 32x32 inputs that tests and the quickstart use (a training step takes milliseconds on a CPU).
+# The variants of google-research/vision_transformer (configs/models.py), plus two small models for 32x32 inputs:
+# `tiny` (2 layers, 64 wide) for tests (a training step takes milliseconds on a CPU) and `mini` (4 layers, 128 wide),
+# the backbone that `l2p_tf.pretrain` makes on CIFAR-100 classes 50-99 and the quickstart ships (pretrained/).
 VARIANTS = {
     'tiny': ViTConfig(hidden_size=64, mlp_dim=128, num_heads=2, num_layers=2, patch_size=4),
+    'mini': ViTConfig(hidden_size=128, mlp_dim=512, num_heads=4, num_layers=4, patch_size=4),
     'Ti/16': ViTConfig(hidden_size=192, mlp_dim=768, num_heads=3, num_layers=12, patch_size=16),
     'S/16': ViTConfig(hidden_size=384, mlp_dim=1536, num_heads=6, num_layers=12, patch_size=16),
     'B/16': ViTConfig(hidden_size=768, mlp_dim=3072, num_heads=12, num_layers=12, patch_size=16),
