@@ -34,6 +34,7 @@ from l2p_tf import cl_metrics
 from l2p_tf import evaluator as evaluator_lib
 from l2p_tf import gin_utils
 from l2p_tf import optimizers
+from l2p_tf import precision as precision_lib
 from l2p_tf import results as results_lib
 from l2p_tf import trainer as trainer_lib
 from l2p_tf.checkpoints import npz_loader
@@ -163,7 +164,8 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
         use_label_mask: bool = True, seed: int = 42, steps_per_loop: int = 20, log_every_steps: int = 50,
         checkpoint_every_steps: int = 500, max_checkpoints_to_keep: int = 2,
         eval_selections: Sequence[str] = ('batchwise',), jit_compile: bool = False,
-        deterministic_ops: bool = False, preemption: Optional[Preemption] = None) -> dict:
+        deterministic_ops: bool = False, preemption: Optional[Preemption] = None,
+        precision: str = 'auto') -> dict:
   """Trains and evaluates one continual-learning run in `model_dir` (or resumes it); returns the results dict.
 
   Args:
@@ -192,6 +194,8 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
     jit_compile: XLA-compile the per-replica train step.
     deterministic_ops: enable TensorFlow's op determinism (bit-exact reruns on GPU; CPU is deterministic anyway).
     preemption: stop request source (main installs SIGTERM / SIGINT handlers); None never stops early.
+    precision: 'float32', 'mixed_bfloat16' (bfloat16 matmuls; prompts, keys, head, softmax and loss in float32;
+      see l2p_tf/precision.py) or 'auto' (mixed_bfloat16 on TPU / GPU, float32 on CPU).
 
   Returns:
     The results dict written to `model_dir/results.json`.
@@ -219,7 +223,8 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
   num_tasks = len(bench.tasks)
   num_eval = len(bench.eval_names)
 
-  with strategy.scope():
+  # The dtype policy is read by each layer when it is built, so it only needs to cover the construction.
+  with strategy.scope(), precision_lib.policy_scope(precision, strategy) as policy_name:
     backbone = vit()
     if getattr(bench, 'image_size', backbone.image_size) != backbone.image_size:
       raise ValueError(f'The benchmark makes {bench.image_size}px images but the ViT expects '
@@ -309,7 +314,8 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
       logging.warning('Could not write class_names.txt: %s', e)
 
   _say(f'l2p-tf | {bench.name} ({bench.scenario}), {num_tasks} tasks, {bench.num_classes} classes | '
-       f'{strategy_name(strategy)} x{replicas} | global batch {global_batch_size} | model_dir {model_dir}')
+       f'{strategy_name(strategy)} x{replicas} | global batch {global_batch_size} | {policy_name} | '
+       f'model_dir {model_dir}')
   if hasattr(net, 'summary_line'):
     _say(net.summary_line())
   if restored_from:
@@ -365,7 +371,7 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
       out['prompt_usage_train'] = usage[:done].astype(int).tolist()
       out['prompt_histogram_eval'] = eval_histograms
     out.update({'global_step': int(state.global_step.numpy()), 'global_batch_size': global_batch_size,
-                'strategy': strategy_name(strategy), 'num_replicas': replicas, 'seed': seed,
+                'strategy': strategy_name(strategy), 'num_replicas': replicas, 'seed': seed, 'precision': policy_name,
                 'gin_config_hash': config_hash, 'train_step_traces_this_process': trainer.trace_count,
                 'wall_time_seconds': round(float(state.wall_time.numpy()) + time.time() - wall_start, 1)})
     return out

@@ -1,8 +1,10 @@
 """One L2P training step, as an `orbit.StandardTrainer`.
 
-A step: the model's frozen query pass and prompted pass (inside `L2PModel.call`), cross-entropy on the logits with
-each example's `label_mask` (classes outside the current task at -inf), minus `pull_coefficient * reduce_sim`;
-gradients of the trainable variables only, summed over replicas, clipped by global norm, applied.
+A step: the model's frozen query pass (`L2PModel.query_pass`, outside the gradient tape) and its prompted pass
+(`L2PModel.call`, inside the tape), cross-entropy on the logits with each example's `label_mask` (classes outside
+the current task at -inf), minus `pull_coefficient * reduce_sim`; gradients of the trainable variables only (the
+tape watches nothing else, so the frozen backbone gets no weight gradient), summed over replicas, clipped by global
+norm, applied.
 
 The step knows nothing of tasks beyond the `task_index` variable (read by the prompt pool's task-wise mask) and the
 label mask that arrives with the data, so it is traced once for the whole run.
@@ -49,6 +51,9 @@ class L2PTrainer(orbit.StandardTrainer):
     self.pull_coefficient = pull_coefficient
     self.grad_clip_norm = grad_clip_norm
     self.use_label_mask = use_label_mask
+    # Models with a prompt pool and a `query_pass` method (L2PModel) get their query computed outside the tape.
+    self._separate_query_pass = (getattr(model, 'prompt_pool', None) is not None
+                                 and callable(getattr(model, 'query_pass', None)))
     self.trace_count = 0  # Python side effect: counts traces of the step function (should stay 1).
     with strategy.scope():
       self.loss_metric = tf_keras.metrics.Mean('loss', dtype=tf.float32)
@@ -86,8 +91,12 @@ class L2PTrainer(orbit.StandardTrainer):
   def _replica_step_impl(self, batch):
     ctx = tf.distribute.get_replica_context()
     variables = self.model.trainable_variables
+    # The frozen query pass runs before the tape opens: the tape records only the prompted pass, and watches only
+    # the trainable variables (prompts, keys, head), so no gradient is ever formed for the frozen backbone.
+    query_pass = self.model.query_pass(batch['image']) if self._separate_query_pass else None
     with tf.GradientTape() as tape:
-      out = self.model(batch['image'], task_index=self.task_index, training=True)
+      out = self.model(batch['image'], task_index=self.task_index, training=True, **(
+          {'query_pass': query_pass} if query_pass is not None else {}))
       logits = out['logits']
       mask = batch['label_mask'] if self.use_label_mask else None
       ce = losses.cross_entropy(logits, batch['label'], mask)

@@ -1,0 +1,75 @@
+"""Numeric precision of the model: float32 or mixed bfloat16, chosen per device.
+
+`mixed_bfloat16` (tf_keras's policy) keeps every variable in float32 and runs the layers' matrix multiplications in
+bfloat16. What stays float32 in l2p-tf whatever the policy, and why:
+
+* the prompt pool (prompts, keys, the cosine match and `reduce_sim`): its layer has dtype float32; the selected
+  prompts are cast to the compute dtype only when they are inserted into the token sequence;
+* the query ([CLS] feature) is cast to float32 before matching;
+* the head (a float32 Dense), hence the logits, the softmax and the loss;
+* the attention softmax (`vit.MultiHeadDotProductAttention` computes it in float32) and every LayerNorm (tf_keras
+  normalises bfloat16 inputs in float32);
+* the optimizer's slots and updates (the variables are float32).
+
+bfloat16 has float32's exponent range, so no loss scaling is needed.
+
+A layer reads the global policy when it is constructed, so `policy_scope` needs to cover only the construction of
+the model; it restores the previous policy on exit (tests and other models in the same process are unaffected).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Optional
+
+import tensorflow as tf
+import tf_keras
+
+PRECISIONS = ('float32', 'mixed_bfloat16', 'auto')
+
+
+def strategy_device_type(strategy: Optional[tf.distribute.Strategy]) -> str:
+  """'TPU', 'GPU' or 'CPU': the kind of device `strategy` computes on (the default device when None)."""
+  if strategy is not None:
+    if 'TPU' in type(strategy).__name__:
+      return 'TPU'
+    devices = getattr(strategy.extended, 'worker_devices', ()) or ()
+    kinds = {tf.DeviceSpec.from_string(d).device_type for d in devices}
+    for kind in ('TPU', 'GPU'):
+      if kind in kinds:
+        return kind
+    if devices:
+      return 'CPU'
+  return 'GPU' if tf.config.list_logical_devices('GPU') else 'CPU'
+
+
+def resolve(precision: str, strategy: Optional[tf.distribute.Strategy] = None) -> str:
+  """The tf_keras policy name for `precision`: 'auto' is mixed_bfloat16 on TPU / GPU and float32 on CPU.
+
+  On CPU, float32 is the default because bfloat16 is slower than float32 on most CPUs (docs/benchmarks.md has the
+  measurement); ask for 'mixed_bfloat16' explicitly to use it there.
+
+  Raises:
+    ValueError: `precision` is not one of `PRECISIONS`.
+  """
+  if precision not in PRECISIONS:
+    raise ValueError(f'Unknown precision {precision!r}; choose one of {PRECISIONS}.')
+  if precision != 'auto':
+    return precision
+  return 'mixed_bfloat16' if strategy_device_type(strategy) in ('TPU', 'GPU') else 'float32'
+
+
+@contextlib.contextmanager
+def policy_scope(precision: str, strategy: Optional[tf.distribute.Strategy] = None) -> Iterator[str]:
+  """Sets the global tf_keras dtype policy for the layers built inside; yields the resolved policy name.
+
+  Raises:
+    ValueError: unknown `precision`.
+  """
+  name = resolve(precision, strategy)
+  previous = tf_keras.mixed_precision.global_policy()
+  tf_keras.mixed_precision.set_global_policy(name)
+  try:
+    yield name
+  finally:
+    tf_keras.mixed_precision.set_global_policy(previous)
