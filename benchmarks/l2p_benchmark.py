@@ -174,7 +174,8 @@ def run_row(cfg: dict) -> dict:
 
     def _prompted(qp, x, y, m):
       variables = net.trainable_variables
-      with tf.GradientTape() as tape:
+      with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(variables)
         out = net(x, task_index=task_index, training=True, query_pass=qp)
         ce = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=y, logits=tf.where(m, out['logits'], -1e9)))

@@ -91,10 +91,12 @@ class L2PTrainer(orbit.StandardTrainer):
   def _replica_step_impl(self, batch):
     ctx = tf.distribute.get_replica_context()
     variables = self.model.trainable_variables
-    # The frozen query pass runs before the tape opens: the tape records only the prompted pass, and watches only
-    # the trainable variables (prompts, keys, head), so no gradient is ever formed for the frozen backbone.
+    # The frozen query pass runs before the tape opens, so the tape records only the prompted pass. The tape
+    # watches only the trainable variables (prompts, keys, head): Keras's `trainable = False` leaves the backbone's
+    # tf.Variables trainable, and a default tape would record their reads and build (then prune) weight gradients.
     query_pass = self.model.query_pass(batch['image']) if self._separate_query_pass else None
-    with tf.GradientTape() as tape:
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+      tape.watch(variables)
       out = self.model(batch['image'], task_index=self.task_index, training=True, **(
           {'query_pass': query_pass} if query_pass is not None else {}))
       logits = out['logits']
