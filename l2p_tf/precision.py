@@ -1,4 +1,4 @@
-"""Numeric precision of the model: float32 or mixed bfloat16, chosen per device.
+"""Per-device defaults: numeric precision (float32 or mixed bfloat16) and XLA compilation of the train step.
 
 `mixed_bfloat16` (tf_keras's policy) keeps every variable in float32 and runs the layers' matrix multiplications in
 bfloat16. What stays float32 in l2p-tf whatever the policy, and why:
@@ -57,6 +57,22 @@ def resolve(precision: str, strategy: Optional[tf.distribute.Strategy] = None) -
   if precision != 'auto':
     return precision
   return 'mixed_bfloat16' if strategy_device_type(strategy) in ('TPU', 'GPU') else 'float32'
+
+
+def resolve_jit_compile(jit_compile, strategy: Optional[tf.distribute.Strategy] = None) -> bool:
+  """Whether to XLA-compile the train step: True / False as given; 'auto' is True on GPU and False elsewhere.
+
+  On CPU, XLA made the ViT-B/16 L2P step slower than TensorFlow's oneDNN kernels on the 2-core benchmark machine
+  (docs/benchmarks.md); on TPU every step is XLA-compiled whatever this says.
+
+  Raises:
+    ValueError: anything other than a bool or 'auto'.
+  """
+  if isinstance(jit_compile, bool):
+    return jit_compile
+  if jit_compile != 'auto':
+    raise ValueError(f"jit_compile must be True, False or 'auto', got {jit_compile!r}.")
+  return strategy_device_type(strategy) == 'GPU'
 
 
 @contextlib.contextmanager

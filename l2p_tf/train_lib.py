@@ -163,7 +163,7 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
         pull_coefficient: float = 1.0, grad_clip_norm: Optional[float] = 1.0, reset_optimizer_per_task: bool = True,
         use_label_mask: bool = True, seed: int = 42, steps_per_loop: int = 20, log_every_steps: int = 50,
         checkpoint_every_steps: int = 500, max_checkpoints_to_keep: int = 2,
-        eval_selections: Sequence[str] = ('batchwise',), jit_compile: bool = False,
+        eval_selections: Sequence[str] = ('batchwise',), jit_compile=False,
         deterministic_ops: bool = False, preemption: Optional[Preemption] = None,
         precision: str = 'auto') -> dict:
   """Trains and evaluates one continual-learning run in `model_dir` (or resumes it); returns the results dict.
@@ -191,7 +191,7 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
     checkpoint_every_steps: checkpoint cadence within a task (a checkpoint is also written at every task's end).
     max_checkpoints_to_keep: newest checkpoints kept.
     eval_selections: prompt-selection modes evaluated; the first fills the accuracy matrix.
-    jit_compile: XLA-compile the per-replica train step.
+    jit_compile: XLA-compile the per-replica train step: True, False or 'auto' (on GPU only).
     deterministic_ops: enable TensorFlow's op determinism (bit-exact reruns on GPU; CPU is deterministic anyway).
     preemption: stop request source (main installs SIGTERM / SIGINT handlers); None never stops early.
     precision: 'float32', 'mixed_bfloat16' (bfloat16 matmuls; prompts, keys, head, softmax and loss in float32;

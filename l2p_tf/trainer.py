@@ -20,6 +20,7 @@ import tensorflow as tf
 import tf_keras
 
 from l2p_tf import losses
+from l2p_tf import precision as precision_lib
 
 
 class L2PTrainer(orbit.StandardTrainer):
@@ -35,13 +36,14 @@ class L2PTrainer(orbit.StandardTrainer):
     pull_coefficient: weight of the key-query pull constraint (`reduce_sim`).
     grad_clip_norm: clip the global gradient norm to this value; None or 0 disables clipping.
     use_label_mask: apply the data's `label_mask` to the logits (class-incremental training).
-    jit_compile: compile the per-replica step with XLA.
+    jit_compile: compile the per-replica step with XLA: True, False or 'auto' (True on GPU; see
+      `precision.resolve_jit_compile`).
   """
 
   def __init__(self, *, strategy: tf.distribute.Strategy, model: tf_keras.Model, optimizer,
                global_step: tf.Variable, task_index: tf.Variable, global_batch_size: int,
                pull_coefficient: float = 1.0, grad_clip_norm: Optional[float] = 1.0, use_label_mask: bool = True,
-               jit_compile: bool = False):
+               jit_compile=False):
     self.strategy = strategy
     self.model = model
     self.optimizer = optimizer
@@ -61,7 +63,8 @@ class L2PTrainer(orbit.StandardTrainer):
       self.accuracy_metric = tf_keras.metrics.SparseCategoricalAccuracy('train_accuracy', dtype=tf.float32)
       self.reduce_sim_metric = tf_keras.metrics.Mean('reduce_sim', dtype=tf.float32)
       self.grad_norm_metric = tf_keras.metrics.Mean('grad_norm', dtype=tf.float32)
-    self._replica_step = tf.function(self._replica_step_impl, jit_compile=True) if jit_compile else (
+    self.jit_compile = precision_lib.resolve_jit_compile(jit_compile, strategy)
+    self._replica_step = tf.function(self._replica_step_impl, jit_compile=True) if self.jit_compile else (
         self._replica_step_impl)
     self._loop_start = None
     self._loop_steps = 0

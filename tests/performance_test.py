@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 
+import gin
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -20,6 +21,7 @@ import tf_keras
 
 from l2p_tf import continual
 from l2p_tf import flops
+from l2p_tf import gin_utils
 from l2p_tf import input_pipeline
 from l2p_tf import optimizers
 from l2p_tf import precision
@@ -30,7 +32,6 @@ from l2p_tf.models import l2p_model
 from l2p_tf.models import prompt_pool as prompt_pool_lib
 from l2p_tf.models import vit as vit_lib
 from tests import test_util
-from tests import train_lib_test
 
 
 def tiny_model(num_classes=10, num_tasks=2):
@@ -100,9 +101,14 @@ def test_trainer_tape_watches_only_prompts_keys_and_head(monkeypatch):
 
 
 def test_xla_train_step_is_traced_once_for_the_whole_run(tmp_path):
-  with tfds.testing.mock_data(num_examples=1000):
-    res = train_lib_test.run_experiment(tmp_path / 'run', 'cifar100_l2p', ['train_lib.run.jit_compile = True'],
-                                        data_dir=str(tmp_path / 'tfds'))
+  gin_utils.parse(['experiments/cifar100_l2p.gin', 'local_tiny.gin'], ['train_lib.run.jit_compile = True'])
+  try:
+    with tfds.testing.mock_data(num_examples=1000):
+      res = gin.get_configurable(train_lib.run)(model_dir=str(tmp_path / 'run'),
+                                                strategy=tf.distribute.OneDeviceStrategy('/cpu:0'),
+                                                data_dir=str(tmp_path / 'tfds'))
+  finally:
+    gin.clear_config()
   assert res['complete'] and res['tasks_done'] == 2
   assert res['train_step_traces_this_process'] == 1
   assert res['precision'] == 'float32'  # 'auto' on CPU.
@@ -116,6 +122,10 @@ def test_precision_resolution():
   assert precision.resolve('float32') == 'float32'
   with pytest.raises(ValueError, match="'fp16'"):
     precision.resolve('fp16')
+  assert precision.resolve_jit_compile('auto', cpu) is False
+  assert precision.resolve_jit_compile(True, cpu) is True
+  with pytest.raises(ValueError, match="'yes'"):
+    precision.resolve_jit_compile('yes', cpu)
 
 
 def test_mixed_bfloat16_keeps_float32_variables_and_islands(tmp_path, float32_policy):
