@@ -18,10 +18,13 @@ memory is its own; the parent collects one JSON object per row. Per row, after w
   * evaluation (`model(images, training=False)`),
   * a large matrix multiply (`--matmul_size`, the compute dtype): the machine's measured peak,
 
-and reports medians. FLOPs are counted from the shapes (`l2p_tf/flops.py`: query pass + prompted forward + backward
-to the prompts, matmuls only), giving the step's FLOP/s, the plain forward's FLOP/s and their ratio (`step/fwd`), and
-the ratio to the matmul peak (`step/peak`). Peak host memory is the process's VmHWM (also after the warm-up training
-steps alone, before anything else ran); on GPU, `tf.config.experimental.get_memory_info('GPU:0')['peak']`.
+and reports medians of wall-clock time. FLOPs are counted from the shapes (`l2p_tf/flops.py`: query pass + prompted
+forward + backward to the prompts, matmuls only), giving the step's FLOP/s, the plain forward's FLOP/s and their
+ratio (`step/fwd`), and the ratio to the matmul peak (`step/peak`). `step/fwd CPU-s` is the same ratio per
+CPU-second of the process (`time.process_time`, all threads): on a machine other jobs share, load changes between
+two timings move the wall-clock ratio but hardly this one. Peak host memory is the process's VmHWM, read after the
+training steps alone (`host GiB (train)`, before anything else ran) and at the end; on GPU,
+`tf.config.experimental.get_memory_info('GPU:0')['peak']`.
 
 `--backbone_copies=2` builds the variant the original JAX code runs: the query pass uses a second, frozen copy of
 the ViT weights (`original_vit_params`); the product always shares one copy. `--input_pipeline` (default on) adds
@@ -92,10 +95,12 @@ def cpu_model() -> str:
   return platform.processor() or platform.machine()
 
 
-def _median_time(fn, results):
-  start = time.perf_counter()
+def _time_call(fn, wall, cpu):
+  """Appends the wall-clock and the process CPU seconds (all threads) of one call of `fn`."""
+  start, start_cpu = time.perf_counter(), time.process_time()
   fn()
-  results.append(time.perf_counter() - start)
+  wall.append(time.perf_counter() - start)
+  cpu.append(time.process_time() - start_cpu)
 
 
 def run_row(cfg: dict) -> dict:
@@ -225,10 +230,12 @@ def run_row(cfg: dict) -> dict:
       for _ in range(cfg['warmup']):
         fn()
   times = {name: [] for name in timed}
+  cpu_times = {name: [] for name in timed}
   for _ in range(cfg['rounds']):
     for name, fn in timed.items():
-      _median_time(fn, times[name])
+      _time_call(fn, times[name], cpu_times[name])
   med = {name: statistics.median(v) for name, v in times.items()}
+  med_cpu = {name: statistics.median(v) for name, v in cpu_times.items()}
 
   config = backbone.config
   step_flops = flops_lib.l2p_step_flops(config, size, net.num_prompt_tokens)
@@ -236,6 +243,10 @@ def run_row(cfg: dict) -> dict:
   step_rate = step_flops.total * batch / med['step']
   fwd_rate = fwd_flops * batch / med['forward']
   peak_rate = 2 * n ** 3 / med['matmul']
+  # The same ratios per CPU-second of this process: robust to other processes taking the cores (a shared machine).
+  step_rate_cpu = step_flops.total * batch / med_cpu['step']
+  fwd_rate_cpu = fwd_flops * batch / med_cpu['forward']
+  peak_rate_cpu = 2 * n ** 3 / med_cpu['matmul']
   return {
       'model': variant, 'image_size': size, 'batch_size': batch, 'precision': policy, 'xla': cfg['xla'],
       'backbone_copies': cfg['backbone_copies'], 'device': device,
@@ -251,11 +262,15 @@ def run_row(cfg: dict) -> dict:
       'step_gflops': step_rate / 1e9, 'forward_gflops': fwd_rate / 1e9, 'matmul_peak_gflops': peak_rate / 1e9,
       'step_vs_forward': step_rate / fwd_rate, 'step_vs_peak': step_rate / peak_rate,
       'forward_vs_peak': fwd_rate / peak_rate, 'matmul_size': n,
+      'step_vs_forward_cpu_time': step_rate_cpu / fwd_rate_cpu, 'step_vs_peak_cpu_time': step_rate_cpu / peak_rate_cpu,
+      'step_gflop_per_cpu_s': step_rate_cpu / 1e9, 'forward_gflop_per_cpu_s': fwd_rate_cpu / 1e9,
+      'matmul_gflop_per_cpu_s': peak_rate_cpu / 1e9,
       'peak_host_gib_training': peak_train_gib, 'peak_host_gib': peak_host_gib(),
       'peak_gpu_gib_training': gpu_peak_train,
       'peak_gpu_gib': tf.config.experimental.get_memory_info('GPU:0')['peak'] / 2 ** 30 if gpus else None,
       'train_step_traces': trainer.trace_count, 'rounds': cfg['rounds'],
       'times_s': {k: [round(x, 4) for x in v] for k, v in times.items()},
+      'cpu_times_s': {k: [round(x, 4) for x in v] for k, v in cpu_times.items()},
       'load_average_before': load_before, 'load_average_after': load_average(),
       'trainable_params': int(sum(np.prod(v.shape) for v in net.trainable_variables)),
       'num_prompt_tokens': net.num_prompt_tokens,
@@ -293,7 +308,8 @@ COLUMNS = [
     ('eval img/s', 'eval_images_per_s', '{:.2f}'), ('fwd img/s', 'forward_images_per_s', '{:.2f}'),
     ('step GFLOP/s', 'step_gflops', '{:.0f}'), ('fwd GFLOP/s', 'forward_gflops', '{:.0f}'),
     ('matmul GFLOP/s', 'matmul_peak_gflops', '{:.0f}'), ('step/fwd', 'step_vs_forward', '{:.0%}'),
-    ('step/peak', 'step_vs_peak', '{:.0%}'), ('host GiB', 'peak_host_gib', '{:.2f}'),
+    ('step/peak', 'step_vs_peak', '{:.0%}'), ('step/fwd CPU-s', 'step_vs_forward_cpu_time', '{:.0%}'),
+    ('host GiB (train)', 'peak_host_gib_training', '{:.2f}'), ('host GiB', 'peak_host_gib', '{:.2f}'),
     ('GPU GiB', 'peak_gpu_gib', '{:.2f}'), ('traces', 'train_step_traces', '{}'),
 ]
 

@@ -240,6 +240,6 @@ def test_benchmark_script_writes_its_table_and_json(tmp_path):
     assert r['train_step_traces'] == 1
     for key in ('train_images_per_s', 'eval_images_per_s', 'forward_images_per_s', 'query_ms', 'prompted_ms',
                 'step_gflops', 'forward_gflops', 'matmul_peak_gflops', 'step_vs_forward', 'step_vs_peak',
-                'peak_host_gib', 'peak_host_gib_training'):
+                'peak_host_gib', 'peak_host_gib_training', 'step_vs_forward_cpu_time', 'step_vs_peak_cpu_time'):
       assert r[key] > 0, (key, r[key])
     assert r['peak_gpu_gib'] is None or r['peak_gpu_gib'] > 0
