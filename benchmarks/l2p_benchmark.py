@@ -84,6 +84,15 @@ def peak_host_gib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
 
 
+def host_rss_gib() -> float:
+  """This process's resident memory now (VmRSS), GiB."""
+  with open('/proc/self/status') as f:
+    for line in f:
+      if line.startswith('VmRSS:'):
+        return int(line.split()[1]) / 2 ** 20
+  return float('nan')
+
+
 def cpu_model() -> str:
   try:
     with open('/proc/cpuinfo') as f:
@@ -149,6 +158,7 @@ def run_row(cfg: dict) -> dict:
         return {'tokens': tf.stop_gradient(backbone.embed(images)), 'query': tf.stop_gradient(query)}
       net.query_pass = two_copy_query_pass
   gin.clear_config()
+  rss_after_build = host_rss_gib()  # Weights (one or two backbone copies) + the runtime, before any step.
   trainer = trainer_lib.L2PTrainer(
       strategy=strategy, model=net, optimizer=opt, global_step=global_step, task_index=task_index,
       global_batch_size=batch, pull_coefficient=1.0, grad_clip_norm=1.0, use_label_mask=True, jit_compile=xla)
@@ -265,7 +275,7 @@ def run_row(cfg: dict) -> dict:
       'step_vs_forward_cpu_time': step_rate_cpu / fwd_rate_cpu, 'step_vs_peak_cpu_time': step_rate_cpu / peak_rate_cpu,
       'step_gflop_per_cpu_s': step_rate_cpu / 1e9, 'forward_gflop_per_cpu_s': fwd_rate_cpu / 1e9,
       'matmul_gflop_per_cpu_s': peak_rate_cpu / 1e9,
-      'peak_host_gib_training': peak_train_gib, 'peak_host_gib': peak_host_gib(),
+      'host_gib_after_build': rss_after_build, 'peak_host_gib_training': peak_train_gib, 'peak_host_gib': peak_host_gib(),
       'peak_gpu_gib_training': gpu_peak_train,
       'peak_gpu_gib': tf.config.experimental.get_memory_info('GPU:0')['peak'] / 2 ** 30 if gpus else None,
       'train_step_traces': trainer.trace_count, 'rounds': cfg['rounds'],
@@ -309,7 +319,7 @@ COLUMNS = [
     ('step GFLOP/s', 'step_gflops', '{:.0f}'), ('fwd GFLOP/s', 'forward_gflops', '{:.0f}'),
     ('matmul GFLOP/s', 'matmul_peak_gflops', '{:.0f}'), ('step/fwd', 'step_vs_forward', '{:.0%}'),
     ('step/peak', 'step_vs_peak', '{:.0%}'), ('step/fwd CPU-s', 'step_vs_forward_cpu_time', '{:.0%}'),
-    ('host GiB (train)', 'peak_host_gib_training', '{:.2f}'), ('host GiB', 'peak_host_gib', '{:.2f}'),
+    ('host GiB (built)', 'host_gib_after_build', '{:.2f}'), ('host GiB (train)', 'peak_host_gib_training', '{:.2f}'), ('host GiB', 'peak_host_gib', '{:.2f}'),
     ('GPU GiB', 'peak_gpu_gib', '{:.2f}'), ('traces', 'train_step_traces', '{}'),
 ]
 
