@@ -46,8 +46,10 @@ def strategy_device_type(strategy: Optional[tf.distribute.Strategy]) -> str:
 def resolve(precision: str, strategy: Optional[tf.distribute.Strategy] = None) -> str:
   """The tf_keras policy name for `precision`: 'auto' is mixed_bfloat16 on TPU / GPU and float32 on CPU.
 
-  On CPU, float32 is the default because bfloat16 is slower than float32 on most CPUs (docs/benchmarks.md has the
-  measurement); ask for 'mixed_bfloat16' explicitly to use it there.
+  On CPU, float32 is the default: CPU runs are tests, debugging and float32 references, and bfloat16 is fast only on
+  CPUs with bfloat16 dot-product instructions (avx512_bf16 / AMX). On the 2-core benchmark machine (avx512_bf16)
+  mixed_bfloat16 made the ViT-B/16 step 1.6x cheaper per CPU-second but the small models no faster
+  (docs/benchmarks.md); ask for 'mixed_bfloat16' explicitly to use it on such a CPU.
 
   Raises:
     ValueError: `precision` is not one of `PRECISIONS`.
@@ -62,8 +64,10 @@ def resolve(precision: str, strategy: Optional[tf.distribute.Strategy] = None) -
 def resolve_jit_compile(jit_compile, strategy: Optional[tf.distribute.Strategy] = None) -> bool:
   """Whether to XLA-compile the train step: True / False as given; 'auto' is True on GPU and False elsewhere.
 
-  On CPU, XLA made the ViT-B/16 L2P step slower than TensorFlow's oneDNN kernels on the 2-core benchmark machine
-  (docs/benchmarks.md); on TPU every step is XLA-compiled whatever this says.
+  Not on CPU by default: on the 2-core benchmark machine (docs/benchmarks.md) XLA made the float32 ViT-B/16 step
+  about 10% cheaper per CPU-second but the mixed_bfloat16 one 1.6x dearer (XLA's CPU backend does not use oneDNN's
+  bfloat16 kernels), and its compile time lengthens the short CPU runs (tests, quickstart); set True for long
+  float32 CPU runs. On TPU every step is XLA-compiled whatever this says.
 
   Raises:
     ValueError: anything other than a bool or 'auto'.
