@@ -27,13 +27,17 @@ import tensorflow as tf
 from l2p_tf import continual
 from l2p_tf import input_pipeline
 
-_DATA = flags.DEFINE_enum('data', 'synthetic', ['synthetic', 'cifar100'], 'Where the 32x32 images come from.')
-_DATA_DIR = flags.DEFINE_string('data_dir', None, 'tfds data dir (with --data=cifar100).')
-_MANUAL_DIR = flags.DEFINE_string('manual_dir', None, 'Local downloads (with --data=cifar100).')
-_BATCH = flags.DEFINE_integer('global_batch_size', 128, 'Global batch.')
-_IMAGE_SIZE = flags.DEFINE_integer('image_size', 224, 'Network input side.')
-_WARMUP = flags.DEFINE_integer('warmup_batches', 5, 'Batches before timing starts.')
-_BATCHES = flags.DEFINE_integer('batches', 40, 'Timed batches per row.')
+
+def _define_flags():
+  """Flags of the script (defined only when it runs as a script: benchmarks/l2p_benchmark.py imports `measure`)."""
+  return dict(
+      data=flags.DEFINE_enum('data', 'synthetic', ['synthetic', 'cifar100'], 'Where the 32x32 images come from.'),
+      data_dir=flags.DEFINE_string('data_dir', None, 'tfds data dir (with --data=cifar100).'),
+      manual_dir=flags.DEFINE_string('manual_dir', None, 'Local downloads (with --data=cifar100).'),
+      global_batch_size=flags.DEFINE_integer('global_batch_size', 128, 'Global batch.'),
+      image_size=flags.DEFINE_integer('image_size', 224, 'Network input side.'),
+      warmup=flags.DEFINE_integer('warmup_batches', 5, 'Batches before timing starts.'),
+      batches=flags.DEFINE_integer('batches', 40, 'Timed batches per row.'))
 
 
 def _time(ds, warmup, batches, batch_size):
@@ -50,17 +54,18 @@ def _time(ds, warmup, batches, batch_size):
   return n / (time.perf_counter() - start)
 
 
-def main(argv):
-  del argv
-  gbs, size = _BATCH.value, _IMAGE_SIZE.value
-  if _DATA.value == 'cifar100':
-    bench = continual.split_cifar100(data_dir=_DATA_DIR.value, manual_dir=_MANUAL_DIR.value, image_size=size)
+def measure(*, data: str = 'synthetic', data_dir=None, manual_dir=None, global_batch_size: int = 128,
+            image_size: int = 224, warmup: int = 5, batches: int = 40) -> list[tuple[str, float]]:
+  """[(pipeline, images/s)] for the training pipeline (without and with JPEG round trip) and the eval pipeline."""
+  gbs, size = global_batch_size, image_size
+  if data == 'cifar100':
+    bench = continual.split_cifar100(data_dir=data_dir, manual_dir=manual_dir, image_size=size)
     part = bench.train_part(0)
   else:
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (5000, 32, 32, 3), dtype=np.uint8)
     part = input_pipeline.ArrayPart(images=images, labels=rng.integers(0, 10, 5000), indices=np.arange(5000))
-  steps = _WARMUP.value + _BATCHES.value
+  steps = warmup + batches
   plan = input_pipeline.epoch_plan(part.num_examples, steps=steps, global_batch_size=gbs, seed=0, task=0)
   masks = np.ones((1, 100), bool)
   rows = []
@@ -68,16 +73,22 @@ def main(argv):
     ds = input_pipeline.array_train_dataset(
         part, plan, masks=masks, mask_ids=None, seed=0, input_context=None, global_batch_size=gbs,
         preprocess=input_pipeline.PreprocessConfig(image_size=size, jpeg_round_trip=jpeg))
-    rows.append((label, _time(ds, _WARMUP.value, _BATCHES.value, gbs)))
+    rows.append((label, _time(ds, warmup, batches, gbs)))
   eval_part = input_pipeline.ArrayPart(images=part.images, labels=part.labels,
                                        indices=part.indices[:gbs * steps] if len(part.indices) >= gbs * steps
                                        else np.resize(part.indices, gbs * steps))
   ds = input_pipeline.array_eval_dataset(eval_part, input_context=None, global_batch_size=gbs,
                                          preprocess=input_pipeline.PreprocessConfig(image_size=size))
-  rows.append(('eval, 32 -> 256 -> centre 224', _time(ds, _WARMUP.value, _BATCHES.value, gbs)))
+  rows.append(('eval, 32 -> 256 -> centre 224', _time(ds, warmup, batches, gbs)))
+  return rows
 
-  print(f'\nInput pipeline throughput: data={_DATA.value}, global batch {gbs}, image {size}, '
-        f'{os.cpu_count()} CPU cores visible, TensorFlow {tf.__version__}')
+
+def main(argv, flag_holders):
+  del argv
+  kw = {k: v.value for k, v in flag_holders.items()}
+  rows = measure(**kw)
+  print(f'\nInput pipeline throughput: data={kw["data"]}, global batch {kw["global_batch_size"]}, image '
+        f'{kw["image_size"]}, {os.cpu_count()} CPU cores visible, TensorFlow {tf.__version__}')
   print(f'| {"pipeline":<34} | {"images/s":>9} |')
   print(f'|{"-" * 36}|{"-" * 11}|')
   for label, rate in rows:
@@ -85,4 +96,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  _holders = _define_flags()
+  app.run(lambda argv: main(argv, _holders))

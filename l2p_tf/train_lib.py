@@ -39,6 +39,7 @@ from l2p_tf import gin_utils
 from l2p_tf import input_pipeline
 from l2p_tf import model_dir as model_dir_lib
 from l2p_tf import optimizers
+from l2p_tf import precision as precision_lib
 from l2p_tf import results as results_lib
 from l2p_tf import trainer as trainer_lib
 from l2p_tf.checkpoints import npz_loader
@@ -224,8 +225,9 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
         pull_coefficient: float = 1.0, grad_clip_norm: Optional[float] = 1.0, reset_optimizer_per_task: bool = True,
         use_label_mask: bool = True, seed: int = 42, steps_per_loop: int = 20, log_every_steps: int = 50,
         checkpoint_every_steps: int = 500, max_checkpoints_to_keep: int = 2,
-        eval_selections: Sequence[str] = ('batchwise',), jit_compile: bool = False,
-        deterministic_ops: bool = False, preemption: Optional[Preemption] = None, overwrite: bool = False) -> dict:
+        eval_selections: Sequence[str] = ('batchwise',), jit_compile=False,
+        deterministic_ops: bool = False, preemption: Optional[Preemption] = None, overwrite: bool = False,
+        precision: str = 'auto') -> dict:
   """Trains and evaluates one continual-learning run in `model_dir` (or resumes it); returns the results dict.
 
   Args:
@@ -251,11 +253,13 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
     checkpoint_every_steps: checkpoint cadence within a task (a checkpoint is also written at every task's end).
     max_checkpoints_to_keep: newest checkpoints kept.
     eval_selections: prompt-selection modes evaluated; the first fills the accuracy matrix.
-    jit_compile: XLA-compile the per-replica train step.
+    jit_compile: XLA-compile the per-replica train step: True, False or 'auto' (on GPU only).
     deterministic_ops: enable TensorFlow's op determinism (bit-exact reruns on GPU; CPU is deterministic anyway).
     preemption: stop request source (main installs SIGTERM / SIGINT handlers); None never stops early.
     overwrite: start afresh even if `model_dir` holds a run (of any config); the old run is moved to
       `<model_dir>.overwritten-<time>/` first. Without it, a run of a different config is refused.
+    precision: 'float32', 'mixed_bfloat16' (bfloat16 matmuls; prompts, keys, head, softmax and loss in float32;
+      see l2p_tf/precision.py) or 'auto' (mixed_bfloat16 on TPU / GPU, float32 on CPU).
 
   Returns:
     The results dict written to `model_dir/results.json`.
@@ -293,7 +297,8 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
                        f'0..{bench.num_classes - 1} ({bench.num_classes} classes of {bench.name}); fix the '
                        'benchmark\'s num_classes or its class ids.')
 
-  with strategy.scope():
+  # The dtype policy is read by each layer when it is built, so it only needs to cover the construction.
+  with strategy.scope(), precision_lib.policy_scope(precision, strategy) as policy_name:
     backbone = vit()
     if getattr(bench, 'image_size', backbone.image_size) != backbone.image_size:
       raise ValueError(f'The benchmark makes {bench.image_size}px images but the ViT expects '
@@ -332,7 +337,7 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
                        jit_compile=jit_compile, preemption=preemption, overwrite=overwrite, wall_start=wall_start,
                        replicas=replicas, chief=chief, bench=bench, num_tasks=num_tasks, num_eval=num_eval,
                        backbone=backbone, pool=pool, net=net, opt=opt, state=state, operative=operative,
-                       config_hash=config_hash, lock=lock)
+                       config_hash=config_hash, lock=lock, policy_name=policy_name)
   finally:
     if lock is not None:
       lock.release_and_tidy()
@@ -342,7 +347,7 @@ def _run_locked(*, model_dir, strategy, mode, data_dir, manual_dir, init_checkpo
                 eval_batch_size, pull_coefficient, grad_clip_norm, reset_optimizer_per_task, use_label_mask, seed,
                 steps_per_loop, log_every_steps, checkpoint_every_steps, max_checkpoints_to_keep, eval_selections,
                 jit_compile, preemption, overwrite, wall_start, replicas, chief, bench, num_tasks, num_eval, backbone,
-                pool, net, opt, state, operative, config_hash, lock) -> dict:
+                pool, net, opt, state, operative, config_hash, lock, policy_name) -> dict:
   """`run` after the model is built and the model_dir locked (the arguments are `run`'s locals)."""
   ckpt_dir = os.path.join(model_dir, 'checkpoints')
   if chief and mode == 'train':
@@ -417,7 +422,8 @@ def _run_locked(*, model_dir, strategy, mode, data_dir, manual_dir, init_checkpo
     lock.created_dir = False  # The run has written its files: the directory stays whatever happens next.
 
   _say(f'l2p-tf | {bench.name} ({bench.scenario}), {num_tasks} tasks, {bench.num_classes} classes | '
-       f'{strategy_name(strategy)} x{replicas} | global batch {global_batch_size} | model_dir {model_dir}')
+       f'{strategy_name(strategy)} x{replicas} | global batch {global_batch_size} | {policy_name} | '
+       f'model_dir {model_dir}')
   if hasattr(net, 'summary_line'):
     _say(net.summary_line())
   if restored_from:
@@ -474,7 +480,7 @@ def _run_locked(*, model_dir, strategy, mode, data_dir, manual_dir, init_checkpo
       out['prompt_usage_train'] = usage[:done].astype(int).tolist()
       out['prompt_histogram_eval'] = eval_histograms
     out.update({'global_step': int(state.global_step.numpy()), 'global_batch_size': global_batch_size,
-                'strategy': strategy_name(strategy), 'num_replicas': replicas, 'seed': seed,
+                'strategy': strategy_name(strategy), 'num_replicas': replicas, 'seed': seed, 'precision': policy_name,
                 'gin_config_hash': config_hash, 'train_step_traces_this_process': trainer.trace_count,
                 'wall_time_seconds': round(float(state.wall_time.numpy()) + time.time() - wall_start, 1)})
     return out

@@ -1,8 +1,10 @@
 """One L2P training step, as an `orbit.StandardTrainer`.
 
-A step: the model's frozen query pass and prompted pass (inside `L2PModel.call`), cross-entropy on the logits with
-each example's `label_mask` (classes outside the current task at -inf), minus `pull_coefficient * reduce_sim`;
-gradients of the trainable variables only, summed over replicas, clipped by global norm, applied.
+A step: the model's frozen query pass (`L2PModel.query_pass`, outside the gradient tape) and its prompted pass
+(`L2PModel.call`, inside the tape), cross-entropy on the logits with each example's `label_mask` (classes outside
+the current task at -inf), minus `pull_coefficient * reduce_sim`; gradients of the trainable variables only (the
+tape watches nothing else, so the frozen backbone gets no weight gradient), summed over replicas, clipped by global
+norm, applied.
 
 The step knows nothing of tasks beyond the `task_index` variable (read by the prompt pool's task-wise mask) and the
 label mask that arrives with the data, so it is traced once for the whole run.
@@ -23,6 +25,7 @@ import tf_keras
 
 from l2p_tf import faults
 from l2p_tf import losses
+from l2p_tf import precision as precision_lib
 
 
 class StopRequested(Exception):
@@ -54,13 +57,14 @@ class L2PTrainer(orbit.StandardTrainer):
     pull_coefficient: weight of the key-query pull constraint (`reduce_sim`).
     grad_clip_norm: clip the global gradient norm to this value; None or 0 disables clipping.
     use_label_mask: apply the data's `label_mask` to the logits (class-incremental training).
-    jit_compile: compile the per-replica step with XLA.
+    jit_compile: compile the per-replica step with XLA: True, False or 'auto' (True on GPU; see
+      `precision.resolve_jit_compile`).
   """
 
   def __init__(self, *, strategy: tf.distribute.Strategy, model: tf_keras.Model, optimizer,
                global_step: tf.Variable, task_index: tf.Variable, global_batch_size: int,
                pull_coefficient: float = 1.0, grad_clip_norm: Optional[float] = 1.0, use_label_mask: bool = True,
-               jit_compile: bool = False):
+               jit_compile=False):
     self.strategy = strategy
     self.model = model
     self.optimizer = optimizer
@@ -70,6 +74,9 @@ class L2PTrainer(orbit.StandardTrainer):
     self.pull_coefficient = pull_coefficient
     self.grad_clip_norm = grad_clip_norm
     self.use_label_mask = use_label_mask
+    # Models with a prompt pool and a `query_pass` method (L2PModel) get their query computed outside the tape.
+    self._separate_query_pass = (getattr(model, 'prompt_pool', None) is not None
+                                 and callable(getattr(model, 'query_pass', None)))
     self.trace_count = 0  # Python side effect: counts traces of the step function (should stay 1).
     with strategy.scope():
       self.loss_metric = tf_keras.metrics.Mean('loss', dtype=tf.float32)
@@ -77,7 +84,8 @@ class L2PTrainer(orbit.StandardTrainer):
       self.accuracy_metric = tf_keras.metrics.SparseCategoricalAccuracy('train_accuracy', dtype=tf.float32)
       self.reduce_sim_metric = tf_keras.metrics.Mean('reduce_sim', dtype=tf.float32)
       self.grad_norm_metric = tf_keras.metrics.Mean('grad_norm', dtype=tf.float32)
-    self._replica_step = tf.function(self._replica_step_impl, jit_compile=True) if jit_compile else (
+    self.jit_compile = precision_lib.resolve_jit_compile(jit_compile, strategy)
+    self._replica_step = tf.function(self._replica_step_impl, jit_compile=True) if self.jit_compile else (
         self._replica_step_impl)
     self._loop_start = None
     self._loop_steps = 0
@@ -107,8 +115,14 @@ class L2PTrainer(orbit.StandardTrainer):
   def _replica_step_impl(self, batch):
     ctx = tf.distribute.get_replica_context()
     variables = self.model.trainable_variables
-    with tf.GradientTape() as tape:
-      out = self.model(batch['image'], task_index=self.task_index, training=True)
+    # The frozen query pass runs before the tape opens, so the tape records only the prompted pass. The tape
+    # watches only the trainable variables (prompts, keys, head): Keras's `trainable = False` leaves the backbone's
+    # tf.Variables trainable, and a default tape would record their reads and build (then prune) weight gradients.
+    query_pass = self.model.query_pass(batch['image']) if self._separate_query_pass else None
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+      tape.watch(variables)
+      out = self.model(batch['image'], task_index=self.task_index, training=True, **(
+          {'query_pass': query_pass} if query_pass is not None else {}))
       logits = out['logits']
       mask = batch['label_mask'] if self.use_label_mask else None
       ce = losses.cross_entropy(logits, batch['label'], mask)

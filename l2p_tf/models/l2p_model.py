@@ -49,7 +49,6 @@ class L2PModel(tf_keras.Model):
       ([CLS, prompts, patches], each prompt token plus a copy of [CLS]'s position embedding).
     train_backbone: train the ViT too (fine-tuning baselines); the query stays a stop-gradient feature.
     name: model name.
-    name: model name.
 
   Raises:
     ValueError: unknown head type or token order, 'prompt' head without a pool, a pool whose width differs from the
@@ -133,7 +132,24 @@ class L2PModel(tf_keras.Model):
     start = 0 if self.token_order == 'prompts_first' else 1
     return tf.reduce_mean(encoded[:, start:start + p], axis=1)
 
-  def call(self, images, *, task_index=None, training=False, selection: Optional[str] = None, valid=None) -> dict:
+  def query_pass(self, images) -> dict:
+    """The frozen, prompt-free pass that gives each image its query (no dropout, no gradient).
+
+    A trainer runs it outside its gradient tape and hands the result to `call(..., query_pass=...)`, so the tape
+    records only the prompted pass.
+
+    Args:
+      images: (B, H, W, 3) at the ViT's resolution.
+
+    Returns:
+      {'tokens': (B, 1 + P, D) the embedded [CLS, patches] (compute dtype), 'query': (B, D) float32}.
+    """
+    x = self.vit.embed(tf.cast(images, self.compute_dtype))
+    query = tf.cast(self.vit.encode(x, training=False)[:, 0], tf.float32)
+    return {'tokens': tf.stop_gradient(x), 'query': tf.stop_gradient(query)}
+
+  def call(self, images, *, task_index=None, training=False, selection: Optional[str] = None, valid=None,
+           query_pass: Optional[dict] = None) -> dict:
     """Classifies `images`.
 
     Args:
@@ -144,13 +160,18 @@ class L2PModel(tf_keras.Model):
       selection: overrides the pool's selection ('batchwise' / 'instancewise') for this call.
       valid: optional (B,) bool, False for padding examples (a padded evaluation batch): they take no part in the
         batchwise vote, the usage record or `reduce_sim`; their logits are computed as usual.
+      query_pass: `self.query_pass(images)`, computed beforehand (by a trainer, outside its gradient tape); None
+        runs the query pass here. Its embedded tokens are reused when the backbone is frozen (no gradient needed).
 
     Returns:
       {'logits': (B, num_classes) float32, 'reduce_sim': scalar float32 (0 without a pool),
        'prompt_ids': (B, N) int32 ((B, 0) without a pool), 'query': (B, D) float32 (stop-gradient)}.
     """
     training = bool(training)
-    x = self.vit.embed(images, training=training)
+    if query_pass is not None and self.prompt_pool is not None and not self.train_backbone:
+      x = query_pass['tokens']
+    else:
+      x = self.vit.embed(images, training=training)
     batch = tf.shape(x)[0]
     if self.prompt_pool is None:
       encoded = self.vit.encode(x, training=training)
@@ -159,7 +180,10 @@ class L2PModel(tf_keras.Model):
       prompt_ids = tf.zeros([batch, 0], tf.int32)
     else:
       # The query pass: same weights, no prompts, no dropout, no gradient (also when the backbone is trained).
-      query = tf.stop_gradient(tf.cast(self.vit.encode(x, training=False)[:, 0], tf.float32))
+      if query_pass is None:
+        query = tf.stop_gradient(tf.cast(self.vit.encode(x, training=False)[:, 0], tf.float32))
+      else:
+        query = query_pass['query']
       pool = self.prompt_pool(query, task_index=task_index, training=training, selection=selection, valid=valid)
       encoded = self.vit.encode(self.prompted_tokens(x, pool['prompts']), training=training)
       reduce_sim = pool['reduce_sim']
