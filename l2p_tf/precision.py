@@ -48,7 +48,7 @@ def resolve(precision: str, strategy: Optional[tf.distribute.Strategy] = None) -
 
   On CPU, float32 is the default: CPU runs are tests, debugging and float32 references, and bfloat16 is fast only on
   CPUs with bfloat16 dot-product instructions (avx512_bf16 / AMX). On the 2-core benchmark machine (avx512_bf16)
-  mixed_bfloat16 made the ViT-B/16 step 1.6x cheaper per CPU-second but the small models no faster
+  mixed_bfloat16 made the /16 models cheaper per CPU-second (ViT-B/16 1.6x) and only the tiny model no faster
   (docs/benchmarks.md); ask for 'mixed_bfloat16' explicitly to use it on such a CPU.
 
   Raises:
