@@ -17,20 +17,10 @@ from absl import flags
 from absl import logging
 
 import l2p_tf  # pylint: disable=unused-import  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
+from l2p_tf import cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('model_dir', None, 'Directory for checkpoints, summaries, config.gin and results.', required=True)
-flags.DEFINE_multi_string('gin_file', [], 'Gin files, parsed in order (later ones override earlier ones).')
-flags.DEFINE_multi_string('gin_bindings', [], 'Gin bindings, applied after the files, e.g. "SEED = 1".')
-flags.DEFINE_multi_string('gin_search_paths', [], 'Extra directories to look for gin files and includes in.')
-flags.DEFINE_enum('strategy', 'one_device', ['one_device', 'mirrored', 'multi_worker_mirrored', 'tpu'],
-                  'tf.distribute strategy.')
-flags.DEFINE_string('tpu', '', 'TPU address (tpu strategy); "" or "local" on a TPU VM.')
-flags.DEFINE_integer('num_gpus', None, 'GPUs to use (mirrored / one_device); default: all visible.')
-flags.DEFINE_string('tfds_data_dir', None, 'tensorflow-datasets data directory (local or gs://).')
-flags.DEFINE_string('tfds_manual_dir', None,
-                    'Directory with manually downloaded dataset files (e.g. ../shared/data with cifar-100-python/); '
-                    'switches CIFAR-100, MNIST, notMNIST and Fashion-MNIST to local-file builders (no network).')
+cli.define_flags('Directory for checkpoints, summaries, config.gin and results.')
 flags.DEFINE_enum('mode', 'train', ['train', 'eval'], 'train (or resume), or re-evaluate the newest checkpoint.')
 flags.DEFINE_bool('overwrite', False, 'Start afresh even if --model_dir holds a run (needed when its config differs): '
                   'the old run is first moved to <model_dir>.overwritten-<time>/.')
@@ -42,20 +32,14 @@ def main(argv):
   if not FLAGS['verbosity'].present:
     # Stdout carries the progress lines and tables; the log (stderr) shows warnings unless asked (-v 0 for INFO).
     logging.set_verbosity(logging.WARNING)
-  import gin  # pylint: disable=g-import-not-at-top
   from l2p_tf import gin_utils  # pylint: disable=g-import-not-at-top
   from l2p_tf import train_lib  # pylint: disable=g-import-not-at-top
-  if not FLAGS.gin_file:
-    raise app.UsageError('Give at least one --gin_file (e.g. gin_configs/experiments/quickstart.gin).')
   try:
-    gin_utils.parse(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.gin_search_paths)
-    run = gin.get_configurable(train_lib.run)
+    run = cli.gin_configured(lambda: train_lib.run, 'gin_configs/experiments/quickstart.gin')
   except (gin_utils.GinConfigError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  gin.finalize()
-  from l2p_tf import strategies  # pylint: disable=g-import-not-at-top
-  strategy = strategies.make_strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.num_gpus)
+  strategy = cli.strategy_from_flags()
   logging.info('Strategy %s with %d replicas.', type(strategy).__name__, strategy.num_replicas_in_sync)
   preemption = train_lib.Preemption().install()
   try:

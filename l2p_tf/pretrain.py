@@ -32,22 +32,14 @@ from absl import flags
 from absl import logging
 
 import l2p_tf  # pylint: disable=unused-import  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
+from l2p_tf import cli
 
 FLAGS = flags.FLAGS
 EXPORT_DTYPES = ('float16', 'float32')
 
 
 def _define_flags():
-  flags.DEFINE_string('model_dir', None, 'Directory for checkpoints, summaries and the exported .npz.', required=True)
-  flags.DEFINE_multi_string('gin_file', [], 'Gin files, parsed in order (later ones override earlier ones).')
-  flags.DEFINE_multi_string('gin_bindings', [], 'Gin bindings, applied after the files.')
-  flags.DEFINE_multi_string('gin_search_paths', [], 'Extra directories to look for gin files in.')
-  flags.DEFINE_enum('strategy', 'one_device', ['one_device', 'mirrored', 'multi_worker_mirrored', 'tpu'],
-                    'tf.distribute strategy.')
-  flags.DEFINE_string('tpu', '', 'TPU address (tpu strategy).')
-  flags.DEFINE_integer('num_gpus', None, 'GPUs to use; default: all visible.')
-  flags.DEFINE_string('tfds_data_dir', None, 'tensorflow-datasets data directory.')
-  flags.DEFINE_string('tfds_manual_dir', None, 'Directory with manually downloaded dataset files (../shared/data).')
+  cli.define_flags('Directory for checkpoints, summaries and the exported .npz.')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -379,21 +371,14 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if not FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
-  import gin  # pylint: disable=g-import-not-at-top
   from l2p_tf import gin_utils  # pylint: disable=g-import-not-at-top
-  from l2p_tf import strategies  # pylint: disable=g-import-not-at-top
-  if not FLAGS.gin_file:
-    raise app.UsageError('Give at least one --gin_file (e.g. gin_configs/pretrain/cifar100_50-99_mini.gin).')
   try:
-    gin_utils.parse(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.gin_search_paths)
-    # Through the imported module: under `python -m` this file is __main__, whose `run` gin does not know.
     from l2p_tf import pretrain as pretrain_lib  # pylint: disable=g-import-not-at-top
-    configured = gin.get_configurable(pretrain_lib.run)
+    configured = cli.gin_configured(lambda: pretrain_lib.run, 'gin_configs/pretrain/cifar100_50-99_mini.gin')
   except (gin_utils.GinConfigError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  gin.finalize()
-  strategy = strategies.make_strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.num_gpus)
+  strategy = cli.strategy_from_flags()
   try:
     configured(model_dir=FLAGS.model_dir, strategy=strategy, data_dir=FLAGS.tfds_data_dir,
                manual_dir=FLAGS.tfds_manual_dir, command=['python', '-m', 'l2p_tf.pretrain'] + sys.argv[1:])

@@ -3,6 +3,8 @@
 import functools
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -75,6 +77,18 @@ def test_bad_settings_are_named(tmp_path):
                                                                                         'global_batch_size': 7})
   with pytest.raises(ValueError, match='fewer than one global batch'):
     _mock_run(tmp_path, 'y', global_batch_size=4096)
+
+
+def test_command_line_names_a_bad_binding_and_writes_nothing(tmp_path):
+  model_dir = tmp_path / 'run'
+  p = subprocess.run([sys.executable, '-m', 'l2p_tf.pretrain', f'--model_dir={model_dir}',
+                      '--gin_file=gin_configs/pretrain/cifar100_50-99_mini.gin', '--gin_bindings=pretrain.run.epochz = 3'],
+                     cwd=test_util.REPO_ROOT, capture_output=True, text=True, timeout=300, check=False)
+  assert p.returncode == 2, p.stderr
+  assert "error: Gin binding 'pretrain.run.epochz = 3'" in p.stderr
+  assert "doesn't have a parameter named 'epochz'" in p.stderr
+  assert 'Traceback' not in p.stderr
+  assert not model_dir.exists()
 
 
 def test_learns_on_real_cifar_classes(tmp_path, shared_data_dirs):

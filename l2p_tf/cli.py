@@ -1,0 +1,56 @@
+"""The command line that l2p_tf.main and l2p_tf.pretrain share: infrastructure flags, gin parsing, the strategy.
+
+Flags carry infrastructure only (where to write, which strategy, where the data is); every hyperparameter is a gin
+binding.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from absl import app
+from absl import flags
+
+FLAGS = flags.FLAGS
+
+
+def define_flags(model_dir_help: str) -> None:
+  """Defines --model_dir (with `model_dir_help`), the gin flags, the strategy flags and the tfds directories."""
+  flags.DEFINE_string('model_dir', None, model_dir_help, required=True)
+  flags.DEFINE_multi_string('gin_file', [], 'Gin files, parsed in order (later ones override earlier ones).')
+  flags.DEFINE_multi_string('gin_bindings', [], 'Gin bindings, applied after the files, e.g. "SEED = 1".')
+  flags.DEFINE_multi_string('gin_search_paths', [], 'Extra directories to look for gin files and includes in.')
+  flags.DEFINE_enum('strategy', 'one_device', ['one_device', 'mirrored', 'multi_worker_mirrored', 'tpu'],
+                    'tf.distribute strategy.')
+  flags.DEFINE_string('tpu', '', 'TPU address (tpu strategy); "" or "local" on a TPU VM.')
+  flags.DEFINE_integer('num_gpus', None, 'GPUs to use (mirrored / one_device); default: all visible.')
+  flags.DEFINE_string('tfds_data_dir', None, 'tensorflow-datasets data directory (local or gs://).')
+  flags.DEFINE_string('tfds_manual_dir', None,
+                      'Directory with manually downloaded dataset files (e.g. ../shared/data with cifar-100-python/); '
+                      'switches CIFAR-100, MNIST, notMNIST and Fashion-MNIST to local-file builders (no network).')
+
+
+def gin_configured(get_target: Callable[[], Callable], example_gin_file: str) -> Callable:
+  """Parses --gin_file and --gin_bindings, finalizes gin, and returns `get_target()` with its gin bindings applied.
+
+  `get_target` is called after parsing (under `python -m`, the function must come from the imported module, not
+  from `__main__`, for gin to know it).
+
+  Raises:
+    app.UsageError: no --gin_file (the message suggests `example_gin_file`).
+    gin_utils.GinConfigError, ValueError: a gin file or binding is bad (the message names it).
+  """
+  import gin  # pylint: disable=g-import-not-at-top
+  from l2p_tf import gin_utils  # pylint: disable=g-import-not-at-top
+  if not FLAGS.gin_file:
+    raise app.UsageError(f'Give at least one --gin_file (e.g. {example_gin_file}).')
+  gin_utils.parse(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.gin_search_paths)
+  configured = gin.get_configurable(get_target())
+  gin.finalize()
+  return configured
+
+
+def strategy_from_flags():
+  """The tf.distribute strategy that --strategy, --tpu and --num_gpus name."""
+  from l2p_tf import strategies  # pylint: disable=g-import-not-at-top
+  return strategies.make_strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.num_gpus)
