@@ -257,6 +257,7 @@ def run_row(cfg: dict) -> dict:
   step_rate_cpu = step_flops.total * batch / med_cpu['step']
   fwd_rate_cpu = fwd_flops * batch / med_cpu['forward']
   peak_rate_cpu = 2 * n ** 3 / med_cpu['matmul']
+  trainer.train_dataset = None  # Frees the iterator now, not in the cycle collector (see train_lib's task loop).
   return {
       'model': variant, 'image_size': size, 'batch_size': batch, 'precision': policy, 'xla': cfg['xla'],
       'backbone_copies': cfg['backbone_copies'], 'device': device,

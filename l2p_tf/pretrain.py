@@ -326,24 +326,27 @@ def run(*, model_dir: str, strategy, vit: Callable, dataset: str = 'cifar100', c
   trainer.train_dataset = strategy.distribute_datasets_from_function(
       lambda ctx: train_dataset(x_train, y_train, ctx, global_batch_size=global_batch_size, steps=total_steps,
                                 seed=seed, start_step=start, image_size=image_size, augmentation=augmentation))
-  while int(global_step.numpy()) < total_steps:
-    step = int(global_step.numpy())
-    epoch_end = min(total_steps, (step // steps_per_epoch + 1) * steps_per_epoch)
-    if stop_after_step is not None and stop_after_step < epoch_end:
-      controller.train(steps=max(stop_after_step, step))
-      manager.save(checkpoint_number=int(global_step.numpy()), check_interval=False)
-      print(f'[pretrain] stopped at step {int(global_step.numpy())} (stop_after_step); rerun to continue.',
-            flush=True)
-      return {'stopped_at_step': int(global_step.numpy())}
-    controller.train(steps=epoch_end)
-    manager.save(checkpoint_number=epoch_end, check_interval=False)
-    acc = evaluate(test_ds)
-    history.append({'epoch': epoch_end // steps_per_epoch, 'step': epoch_end, 'test_accuracy': round(acc, 2)})
-    with eval_writer.as_default():
-      tf.summary.scalar('test_accuracy', acc, step=epoch_end)
-    eval_writer.flush()
-    print(f'[pretrain] epoch {epoch_end // steps_per_epoch}/{epochs}: test accuracy {acc:.2f}% '
-          f'({len(y_test)} images)', flush=True)
+  try:
+    while int(global_step.numpy()) < total_steps:
+      step = int(global_step.numpy())
+      epoch_end = min(total_steps, (step // steps_per_epoch + 1) * steps_per_epoch)
+      if stop_after_step is not None and stop_after_step < epoch_end:
+        controller.train(steps=max(stop_after_step, step))
+        manager.save(checkpoint_number=int(global_step.numpy()), check_interval=False)
+        print(f'[pretrain] stopped at step {int(global_step.numpy())} (stop_after_step); rerun to continue.',
+              flush=True)
+        return {'stopped_at_step': int(global_step.numpy())}
+      controller.train(steps=epoch_end)
+      manager.save(checkpoint_number=epoch_end, check_interval=False)
+      acc = evaluate(test_ds)
+      history.append({'epoch': epoch_end // steps_per_epoch, 'step': epoch_end, 'test_accuracy': round(acc, 2)})
+      with eval_writer.as_default():
+        tf.summary.scalar('test_accuracy', acc, step=epoch_end)
+      eval_writer.flush()
+      print(f'[pretrain] epoch {epoch_end // steps_per_epoch}/{epochs}: test accuracy {acc:.2f}% '
+            f'({len(y_test)} images)', flush=True)
+  finally:
+    trainer.train_dataset = None  # Frees the iterator now, not in Python's cycle collector (see train_lib's loop).
 
   final_acc = evaluate(test_ds)
   npz_path = os.path.join(model_dir, export_name)

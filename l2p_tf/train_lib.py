@@ -576,6 +576,12 @@ def _run_locked(*, model_dir, strategy, mode, data_dir, manual_dir, init_checkpo
                            f'{input_pipeline.op_error_text(e)}. Delete the prepared dataset under --tfds_data_dir '
                            f'({data_dir or input_pipeline.default_data_dir()}) and rerun to prepare it again.'
                           ) from None
+      finally:
+        # Free the task's iterator here, by reference count. The trainer sits in reference cycles (its
+        # tf.functions hold its bound methods), so an iterator left on it is freed later by Python's cycle
+        # collector, which can free a multi-device iterator's parts in an order where tf.data's destructor waits
+        # forever for its own prefetch thread (seen as a rare hang under MirroredStrategy).
+        trainer.train_dataset = None
     row = evaluate_after(t)
     acc[t] = row
     state.accuracy_matrix.assign(acc.astype(np.float32))

@@ -93,7 +93,10 @@ def test_trainer_tape_watches_only_prompts_keys_and_head(monkeypatch):
   mask[:, :5] = True
   data = {'image': images(), 'label': tf.constant(np.arange(8) % 5, tf.int32), 'label_mask': tf.constant(mask)}
   trainer.train_dataset = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(data).repeat())
-  trainer.train(tf.constant(2))
+  try:
+    trainer.train(tf.constant(2))
+  finally:
+    trainer.train_dataset = None  # Not left to the cycle collector (see train_lib's task loop).
   assert watched, 'the trainer opened no GradientTape'
   expected = {v.ref() for v in model.prompt_pool.trainable_weights + model.head.trainable_weights}
   assert all(w == expected for w in watched), [sorted(v.deref().name for v in w) for w in watched]
