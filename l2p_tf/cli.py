@@ -6,10 +6,12 @@ binding.
 
 from __future__ import annotations
 
-from typing import Callable
+import sys
+from typing import Callable, Optional
 
 from absl import app
 from absl import flags
+from absl import logging
 
 FLAGS = flags.FLAGS
 
@@ -30,22 +32,34 @@ def define_flags(model_dir_help: str) -> None:
                       'switches CIFAR-100, MNIST, notMNIST and Fashion-MNIST to local-file builders (no network).')
 
 
-def gin_configured(get_target: Callable[[], Callable], example_gin_file: str) -> Callable:
+def start(argv) -> None:
+  """Refuses positional arguments; logs warnings only unless --verbosity was given (stdout carries the progress)."""
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if not FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)
+
+
+def gin_configured(get_target: Callable[[], Callable], example_gin_file: str) -> Optional[Callable]:
   """Parses --gin_file and --gin_bindings, finalizes gin, and returns `get_target()` with its gin bindings applied.
 
   `get_target` is called after parsing (under `python -m`, the function must come from the imported module, not
-  from `__main__`, for gin to know it).
+  from `__main__`, for gin to know it). A bad gin file or binding prints one `error:` line naming it to stderr and
+  returns None (the caller exits with code 2).
 
   Raises:
     app.UsageError: no --gin_file (the message suggests `example_gin_file`).
-    gin_utils.GinConfigError, ValueError: a gin file or binding is bad (the message names it).
   """
   import gin  # pylint: disable=g-import-not-at-top
   from l2p_tf import gin_utils  # pylint: disable=g-import-not-at-top
   if not FLAGS.gin_file:
     raise app.UsageError(f'Give at least one --gin_file (e.g. {example_gin_file}).')
-  gin_utils.parse(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.gin_search_paths)
-  configured = gin.get_configurable(get_target())
+  try:
+    gin_utils.parse(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.gin_search_paths)
+    configured = gin.get_configurable(get_target())
+  except (gin_utils.GinConfigError, ValueError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return None
   gin.finalize()
   return configured
 

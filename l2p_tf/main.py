@@ -27,17 +27,10 @@ flags.DEFINE_bool('overwrite', False, 'Start afresh even if --model_dir holds a 
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if not FLAGS['verbosity'].present:
-    # Stdout carries the progress lines and tables; the log (stderr) shows warnings unless asked (-v 0 for INFO).
-    logging.set_verbosity(logging.WARNING)
-  from l2p_tf import gin_utils  # pylint: disable=g-import-not-at-top
+  cli.start(argv)
   from l2p_tf import train_lib  # pylint: disable=g-import-not-at-top
-  try:
-    run = cli.gin_configured(lambda: train_lib.run, 'gin_configs/experiments/quickstart.gin')
-  except (gin_utils.GinConfigError, ValueError) as e:
-    print(f'error: {e}', file=sys.stderr)
+  run = cli.gin_configured(lambda: train_lib.run, 'gin_configs/experiments/quickstart.gin')
+  if run is None:
     return 2
   strategy = cli.strategy_from_flags()
   logging.info('Strategy %s with %d replicas.', type(strategy).__name__, strategy.num_replicas_in_sync)

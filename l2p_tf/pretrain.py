@@ -370,16 +370,10 @@ def run(*, model_dir: str, strategy, vit: Callable, dataset: str = 'cifar100', c
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if not FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
-  from l2p_tf import gin_utils  # pylint: disable=g-import-not-at-top
-  try:
-    from l2p_tf import pretrain as pretrain_lib  # pylint: disable=g-import-not-at-top
-    configured = cli.gin_configured(lambda: pretrain_lib.run, 'gin_configs/pretrain/cifar100_50-99_mini.gin')
-  except (gin_utils.GinConfigError, ValueError) as e:
-    print(f'error: {e}', file=sys.stderr)
+  cli.start(argv)
+  from l2p_tf import pretrain as pretrain_lib  # pylint: disable=g-import-not-at-top
+  configured = cli.gin_configured(lambda: pretrain_lib.run, 'gin_configs/pretrain/cifar100_50-99_mini.gin')
+  if configured is None:
     return 2
   strategy = cli.strategy_from_flags()
   try:
