@@ -120,8 +120,10 @@ def run_row(cfg: dict) -> dict:
 
   from l2p_tf import flops as flops_lib  # pylint: disable=g-import-not-at-top
   from l2p_tf import gin_utils  # pylint: disable=g-import-not-at-top
-  from l2p_tf import precision as precision_lib  # pylint: disable=g-import-not-at-top
-  from l2p_tf import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
+  from l2p_tf.engine import config as config_lib  # pylint: disable=g-import-not-at-top
+  from l2p_tf.engine import experiment as experiment_lib  # pylint: disable=g-import-not-at-top
+  from l2p_tf.engine import precision as precision_lib  # pylint: disable=g-import-not-at-top
+  from l2p_tf.engine import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
 
   load_before = load_average()
   variant, size, batch = cfg['model'], cfg['image_size'], cfg['batch_size']
@@ -129,25 +131,23 @@ def run_row(cfg: dict) -> dict:
   gin_utils.parse(cfg['gin_files'], list(cfg['gin_bindings']) + [
       f"vit.VisionTransformer.variant = '{variant}'", f'IMAGE_SIZE = {size}'])
 
-  def configured(name):
-    return gin.query_parameter(f'train_lib.run.{name}').scoped_configurable_fn
-
   gpus = tf.config.list_logical_devices('GPU')
   device = 'GPU:0' if gpus else 'CPU:0'
   strategy = tf.distribute.OneDeviceStrategy(f'/{device.lower()}')
-  bench = configured('benchmark')(data_dir=None, manual_dir=None)  # Reads no data.
-  num_classes, num_tasks = bench.num_classes, len(bench.tasks)
-  with strategy.scope(), precision_lib.policy_scope(cfg['precision'], strategy) as policy:
-    backbone = configured('vit')()
-    pool = configured('prompt_pool')(embed_dim=backbone.hidden_size, num_tasks=num_tasks)
-    net = configured('model')(vit=backbone, prompt_pool=pool, num_classes=num_classes)
-    opt = configured('optimizer')(global_batch_size=batch)
-    opt.build(net.trainable_variables)
+  # The engine's build recipe (no data read), as every tool builds.
+  spec = gin.get_configurable(experiment_lib.Experiment)()
+  built = experiment_lib.build(spec, config_lib.Training(global_batch_size=batch, precision=cfg['precision']),
+                               strategy=strategy)
+  method, policy = built.method, built.policy_name
+  net, backbone, num_classes = method.model, method.backbone, built.benchmark.num_classes
+  with strategy.scope(), precision_lib.policy_scope(cfg['precision'], strategy):
+    opt = spec.optimizer(global_batch_size=batch)
+    opt.build(method.trainable_variables)
     global_step = tf.Variable(0, dtype=tf.int64, trainable=False)
     task_index = tf.Variable(0, dtype=tf.int32, trainable=False)
     if cfg['backbone_copies'] == 2:
       # The original's `original_vit_params`: a second, frozen copy of the backbone for the query pass only.
-      query_vit = configured('vit')()
+      query_vit = spec.backbone()
       for dst, src in zip(query_vit.weights, backbone.weights):
         dst.assign(src)
       query_vit.trainable = False
@@ -159,9 +159,9 @@ def run_row(cfg: dict) -> dict:
       net.query_pass = two_copy_query_pass
   gin.clear_config()
   rss_after_build = host_rss_gib()  # Weights (one or two backbone copies) + the runtime, before any step.
-  trainer = trainer_lib.L2PTrainer(
-      strategy=strategy, model=net, optimizer=opt, global_step=global_step, task_index=task_index,
-      global_batch_size=batch, pull_coefficient=1.0, grad_clip_norm=1.0, use_label_mask=True, jit_compile=xla)
+  trainer = trainer_lib.Trainer(
+      strategy=strategy, method=method, optimizer=opt, global_step=global_step, task_index=task_index,
+      global_batch_size=batch, grad_clip_norm=1.0, jit_compile=xla)
 
   rng = np.random.default_rng(0)
   images = tf.constant(rng.uniform(0, 1, (batch, size, size, 3)).astype(np.float32))
@@ -257,7 +257,7 @@ def run_row(cfg: dict) -> dict:
   step_rate_cpu = step_flops.total * batch / med_cpu['step']
   fwd_rate_cpu = fwd_flops * batch / med_cpu['forward']
   peak_rate_cpu = 2 * n ** 3 / med_cpu['matmul']
-  trainer.train_dataset = None  # Frees the iterator now, not in the cycle collector (see train_lib's task loop).
+  trainer.train_dataset = None  # Frees the iterator now, not in the cycle collector (see engine/loop.py).
   return {
       'model': variant, 'image_size': size, 'batch_size': batch, 'precision': policy, 'xla': cfg['xla'],
       'backbone_copies': cfg['backbone_copies'], 'device': device,

@@ -1,4 +1,5 @@
-"""The command line that l2p_tf.main and l2p_tf.pretrain share: infrastructure flags, gin parsing, the strategy.
+"""The command line that l2p_tf.main and l2p_tf.pretrain share: infrastructure flags, gin parsing, the strategy, and
+the one error path (exit 2 with one `error:` line, 75 when preempted).
 
 Flags carry infrastructure only (where to write, which strategy, where the data is); every hyperparameter is a gin
 binding.
@@ -30,6 +31,12 @@ def define_flags(model_dir_help: str) -> None:
   flags.DEFINE_string('tfds_manual_dir', None,
                       'Directory with manually downloaded dataset files (e.g. ../shared/data with cifar-100-python/); '
                       'switches CIFAR-100, MNIST, notMNIST and Fashion-MNIST to local-file builders (no network).')
+
+
+def define_run_flags() -> None:
+  """--overwrite (both commands: a run directory holding another config is refused without it)."""
+  flags.DEFINE_bool('overwrite', False, 'Start afresh even if --model_dir holds a run (needed when its config '
+                    'differs): the old run is first moved to <model_dir>.overwritten-<time>/.')
 
 
 def start(argv) -> None:
@@ -66,5 +73,43 @@ def gin_configured(get_target: Callable[[], Callable], example_gin_file: str) ->
 
 def strategy_from_flags():
   """The tf.distribute strategy that --strategy, --tpu and --num_gpus name."""
-  from l2p_tf import strategies  # pylint: disable=g-import-not-at-top
+  from l2p_tf.engine import strategies  # pylint: disable=g-import-not-at-top
   return strategies.make_strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.num_gpus)
+
+
+def user_message(e: BaseException) -> str:
+  """The exception's message without gin's "In call to configurable ..." trailer."""
+  lines = [l for l in str(e).splitlines() if not l.strip().startswith('In call to configurable')]
+  return '\n'.join(lines).strip()
+
+
+def run_configured(get_target: Callable[[], Callable], example_gin_file: str, **kwargs) -> int:
+  """Runs the gin-configured `get_target()` (an engine run) with the flags' model_dir, strategy and data dirs.
+
+  SIGTERM / SIGINT ask the run to stop after the current step (it writes a checkpoint first).
+
+  Returns:
+    The exit code: 0 done, 2 bad input or a failed run (one `error:` line on stderr), 75 preempted.
+  """
+  run = gin_configured(get_target, example_gin_file)
+  if run is None:
+    return 2
+  from l2p_tf.engine import preemption as preemption_lib  # pylint: disable=g-import-not-at-top
+  strategy = strategy_from_flags()
+  logging.info('Strategy %s with %d replicas.', type(strategy).__name__, strategy.num_replicas_in_sync)
+  preemption = preemption_lib.Preemption().install()
+  try:
+    run(model_dir=FLAGS.model_dir, strategy=strategy, data_dir=FLAGS.tfds_data_dir, manual_dir=FLAGS.tfds_manual_dir,
+        preemption=preemption, overwrite=FLAGS.overwrite, **kwargs)
+  except preemption_lib.PreemptedError as e:
+    print(f'preempted: {e}', file=sys.stderr)
+    return preemption_lib.PREEMPTED_EXIT_CODE
+  except (ValueError, RuntimeError) as e:
+    # Bad input (checkpoint, config, data): one clear line; the traceback stays in the log for whoever wants it.
+    logging.info('Traceback of the error below:', exc_info=True)
+    print(f'error: {user_message(e)}\n(the traceback is in the log: rerun with --verbosity=0 to see it)',
+          file=sys.stderr)
+    return 2
+  finally:
+    preemption.uninstall()
+  return 0

@@ -3,8 +3,8 @@ r"""Exports a trained L2P run as a TensorFlow SavedModel that serves uint8 image
   python -m l2p_tf.export --model_dir=DIR --export_dir=OUT [--checkpoint=PATH] \
       [--tfds_data_dir=DIR] [--tfds_manual_dir=DIR] [--class_names=''|index|FILE] [--overwrite]
 
-The model is rebuilt from `DIR/config.gin` (the run's operative gin config, which `train_lib.run` writes) exactly as
-`train_lib.run` builds it, and its weights (backbone, prompt pool, keys, head) are restored from the newest
+The model is rebuilt from `DIR/config.gin` (the run's operative gin config, which the run writes) by the engine's
+build recipe (`l2p_tf/engine/experiment.py`), exactly as the run built it, and its weights (backbone, prompt pool, keys, head) are restored from the newest
 checkpoint in `DIR/checkpoints/` or from `--checkpoint`. Everything is exported in float32.
 
 Signatures (input `images`: uint8 [batch, height, width, 3]; every image of one request has the same size):
@@ -66,7 +66,8 @@ class LoadedRun:
   """A trained model rebuilt from a run directory.
 
   Attributes:
-    model: the `L2PModel` with the checkpoint's weights.
+    model: the method's model with the checkpoint's weights.
+    method: the `methods.base.Method` that owns it (its `predict` is what the signatures serve).
     benchmark: the run's benchmark (constructing it reads no data; its class names load on first use).
     checkpoint: path of the restored checkpoint.
     image_size: the ViT's input side S.
@@ -74,7 +75,8 @@ class LoadedRun:
     pool_size: M (0 without a prompt pool).
     top_k: N, prompts per image (0 without a prompt pool).
   """
-  model: object  # an l2p_model.L2PModel
+  model: object  # a tf_keras model
+  method: object
   benchmark: object
   checkpoint: str
   image_size: int
@@ -109,12 +111,10 @@ def find_checkpoint(model_dir: str, checkpoint: Optional[str] = None) -> str:
 
 def load_run(model_dir: str, checkpoint: Optional[str] = None, *, data_dir: Optional[str] = None,
              manual_dir: Optional[str] = None, gin_bindings: Sequence[str] = ()) -> LoadedRun:
-  """Rebuilds a run's model from `model_dir/config.gin` and restores its weights.
+  """Rebuilds a run's method from `model_dir/config.gin` by the engine's build recipe and restores its weights.
 
-  The model is built as `train_lib.run` builds it: `benchmark(data_dir=..., manual_dir=...)`, `vit()`,
-  `prompt_pool(embed_dim=..., num_tasks=...)`, `model(vit=..., prompt_pool=..., num_classes=...)`, with the
-  callables (and their bindings) that the run's gin config gives `train_lib.run`. Only the model is restored from
-  the checkpoint (optimizer slots, step and accuracy matrix are not needed). The gin config is cleared afterwards.
+  Only the model is restored from the checkpoint (optimizer slots, step and accuracy matrix are not needed). The gin
+  config is cleared afterwards.
 
   Args:
     model_dir: the run's directory (with config.gin and checkpoints/).
@@ -128,6 +128,9 @@ def load_run(model_dir: str, checkpoint: Optional[str] = None, *, data_dir: Opti
   Raises:
     ExportError: no config.gin or no checkpoint, or the checkpoint does not fit the rebuilt model.
   """
+  from l2p_tf.engine import config as config_lib  # pylint: disable=g-import-not-at-top
+  from l2p_tf.engine import experiment as experiment_lib  # pylint: disable=g-import-not-at-top
+  from l2p_tf.engine import inference  # pylint: disable=g-import-not-at-top
   config = os.path.join(model_dir, 'config.gin')
   if not tf.io.gfile.exists(config):
     raise ExportError(f'{config} not found: --model_dir must be a directory written by python -m l2p_tf.main.')
@@ -141,32 +144,25 @@ def load_run(model_dir: str, checkpoint: Optional[str] = None, *, data_dir: Opti
     local_config = tmp.name
   try:
     gin_utils.parse([local_config], list(gin_bindings))
-    from l2p_tf import train_lib  # pylint: disable=g-import-not-at-top
-    bindings = gin.get_bindings(train_lib.run)
-    for required in ('benchmark', 'vit', 'model'):
-      if not callable(bindings.get(required)):
-        raise ExportError(f'{config} does not bind train_lib.run.{required}; is it a config.gin of a run?')
-    bench = bindings['benchmark'](data_dir=data_dir, manual_dir=manual_dir)
-    backbone = bindings['vit']()
-    pool_fn = bindings.get('prompt_pool')
-    pool = pool_fn(embed_dim=backbone.hidden_size, num_tasks=len(bench.tasks)) if pool_fn else None
-    net = bindings['model'](vit=backbone, prompt_pool=pool, num_classes=bench.num_classes)
-    eval_batch_size = bindings.get('eval_batch_size') or bindings.get('global_batch_size') or 128
+    spec = gin.get_configurable(experiment_lib.Experiment)()
+    eval_batch_size = (gin.get_configurable(config_lib.Evaluation)().batch_size
+                       or gin.get_configurable(config_lib.Training)().global_batch_size)
+    try:
+      built = inference.build(spec, data_dir=data_dir, manual_dir=manual_dir)
+    except ValueError as e:
+      raise ExportError(f'{config} does not build a model ({e}); is it a config.gin of a run?') from e
   finally:
     gin.clear_config()
     if tmp is not None:
       os.unlink(tmp.name)
-  # One forward pass creates any variable not made in a constructor, so the restore below checks every one.
-  net(tf.zeros([1, backbone.image_size, backbone.image_size, 3]), training=False)
-  status = tf.train.Checkpoint(model=net).restore(path)
   try:
-    status.assert_existing_objects_matched()
-  except AssertionError as e:
+    inference.restore(built, path)
+  except inference.RestoreError as e:
     raise ExportError(f'The checkpoint {path} does not fit the model rebuilt from {config}: {e}') from e
-  status.expect_partial()
-  return LoadedRun(model=net, benchmark=bench, checkpoint=path, image_size=int(backbone.image_size),
-                   eval_batch_size=int(eval_batch_size), pool_size=int(pool.pool_size) if pool is not None else 0,
-                   top_k=int(pool.top_k) if pool is not None else 0)
+  method = built.method
+  return LoadedRun(model=method.model, method=method, benchmark=built.benchmark, checkpoint=path,
+                   image_size=int(method.backbone.image_size), eval_batch_size=int(eval_batch_size),
+                   pool_size=int(method.pool_size), top_k=int(getattr(method, 'prompts_per_image', 0)))
 
 
 RUN_CLASS_NAMES_FILE = 'class_names.txt'  # MODEL_DIR/class_names.txt, if the run wrote one.
@@ -244,14 +240,14 @@ class ServingModule(tf.Module):
   and trace every layer); its variables are, and the functions close over the model.
   """
 
-  def __init__(self, model, *, class_names: Sequence[str], image_size: int, pool_size: int, prompts_per_image: int,
+  def __init__(self, method, *, class_names: Sequence[str], image_size: int, pool_size: int, prompts_per_image: int,
                top_k: int = 5, assets: Sequence[str] = ()):
     super().__init__(name='l2p_serving')
     num_classes = len(class_names)
     if top_k < 1:
       raise ExportError(f'top_k must be >= 1, got {top_k}.')
     k = min(int(top_k), num_classes)
-    self.model_variables = list(model.variables)
+    self.model_variables = list(method.model.variables)
     self.assets = [tf.saved_model.Asset(a) for a in assets]
     names = tf.constant(list(class_names), tf.string)
     meta = {'image_size': image_size, 'num_classes': num_classes, 'top_k': k, 'pool_size': pool_size,
@@ -261,14 +257,15 @@ class ServingModule(tf.Module):
     def classify(images, selection):
       def full():
         x = preprocess_batch(images, image_size)
-        out = model(x, training=False, selection=selection)
+        out = method.predict(x, selection=selection if pool_size else None)
         logits = tf.cast(out['logits'], tf.float32)
         probs = tf.nn.softmax(logits, axis=-1)
         top_p, top_i = tf.math.top_k(probs, k=k)
         top_i = tf.cast(top_i, tf.int32)
         return {'logits': logits, 'probabilities': probs, 'top_k_classes': top_i, 'top_k_probabilities': top_p,
                 'top_k_class_names': tf.gather(names, top_i),
-                'selected_prompts': tf.cast(out['prompt_ids'], tf.int32)}
+                'selected_prompts': tf.cast(out.get('prompt_ids', tf.zeros([tf.shape(x)[0], 0], tf.int32)),
+                                            tf.int32)}
 
       def empty():  # A request without images gets empty outputs (the model itself needs at least one).
         return {'logits': tf.zeros([0, num_classes]), 'probabilities': tf.zeros([0, num_classes]),
@@ -303,8 +300,9 @@ def export(run: LoadedRun, export_dir: str, *, class_names: Sequence[str], top_k
     ExportError: `export_dir` exists and is not empty, and `overwrite` is False.
   """
   check_export_dir(export_dir, overwrite)
-  if len(class_names) != run.model.num_classes:
-    raise ExportError(f'{len(class_names)} class names for a head of {run.model.num_classes} classes.')
+  num_classes = run.benchmark.num_classes
+  if len(class_names) != num_classes:
+    raise ExportError(f'{len(class_names)} class names for a head of {num_classes} classes.')
   if any('\n' in c for c in class_names):
     raise ExportError('class names must not contain newlines.')
   if tf.io.gfile.exists(export_dir):
@@ -332,7 +330,7 @@ def export(run: LoadedRun, export_dir: str, *, class_names: Sequence[str], top_k
     info_path = os.path.join(tmp, EXPORT_INFO_ASSET)
     with open(info_path, 'w', encoding='utf-8') as f:
       f.write(json.dumps(info, indent=2) + '\n')
-    module = ServingModule(run.model, class_names=class_names, image_size=run.image_size, pool_size=run.pool_size,
+    module = ServingModule(run.method, class_names=class_names, image_size=run.image_size, pool_size=run.pool_size,
                            prompts_per_image=run.top_k, top_k=top_k, assets=[names_path, info_path])
     tf.saved_model.save(module, export_dir, signatures=module.signatures())
   return export_dir
@@ -351,7 +349,7 @@ def verify(run: LoadedRun, export_dir: str, *, batch: int = 4, seed: int = 0) ->
   x = preprocess_batch(tf.constant(images), size)
   diffs = {}
   for name, selection in SELECTIONS.items():
-    expected = run.model(x, training=False, selection=selection)['logits'].numpy()
+    expected = run.method.predict(x, selection=selection if run.pool_size else None)['logits'].numpy()
     got = loaded.signatures[name](images=tf.constant(images))['logits'].numpy()
     diffs[name] = float(np.max(np.abs(expected - got)))
   return diffs

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import tensorflow as tf
 import tf_keras
@@ -16,7 +16,8 @@ def scaled_learning_rate(base_learning_rate: float, global_batch_size: int, scal
 def build_optimizer(*, global_batch_size: int, name: str = 'adam', base_learning_rate: float = 0.03,
                     scale_by_batch: bool = True, schedule: str = 'constant', decay_steps: Optional[int] = None,
                     warmup_steps: int = 0, beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-8,
-                    momentum: float = 0.9, weight_decay: float = 0.0) -> tf_keras.optimizers.Optimizer:
+                    momentum: float = 0.9, weight_decay: float = 0.0,
+                    task_steps: Sequence[int] = ()) -> tf_keras.optimizers.Optimizer:
   """Builds the optimizer. Default: Adam(0.9, 0.999, 1e-8), constant lr 0.03 * global_batch / 256, no decay.
 
   Args:
@@ -31,10 +32,13 @@ def build_optimizer(*, global_batch_size: int, name: str = 'adam', base_learning
     beta_1, beta_2, epsilon: Adam parameters.
     momentum: SGD momentum.
     weight_decay: decoupled weight decay (adamw only).
+    task_steps: the run's step count per task (given by the engine; these schedules restart per task and do not use
+      it).
 
   Raises:
     ValueError: unknown optimizer or schedule, or a cosine schedule without decay_steps.
   """
+  del task_steps
   lr = scaled_learning_rate(base_learning_rate, global_batch_size, scale_by_batch)
   if schedule == 'constant':
     learning_rate = lr
@@ -54,6 +58,39 @@ def build_optimizer(*, global_batch_size: int, name: str = 'adam', base_learning
   if name == 'sgd':
     return tf_keras.optimizers.SGD(learning_rate, momentum=momentum)
   raise ValueError(f"Unknown optimizer {name!r}; use 'adam', 'adamw' or 'sgd'.")
+
+
+def warmup_cosine_adamw(*, global_batch_size: int, task_steps: Sequence[int], learning_rate: float = 1e-3,
+                        weight_decay: float = 0.05, warmup_tasks: float = 1.0,
+                        no_decay: Sequence[str] = ('bias', 'gamma', 'beta', 'pos_embedding', 'cls')
+                        ) -> tf_keras.optimizers.Optimizer:
+  """AdamW over a whole run (pretraining): linear warm-up from 0, then cosine decay to 0 at the run's last step.
+
+  The schedule runs on the optimizer's step counter over all tasks together (use it with
+  `reset_optimizer_per_task = False`); in pretraining each task is one epoch, so `warmup_tasks` counts epochs.
+
+  Args:
+    global_batch_size: examples per step (the learning rate is not scaled by it).
+    task_steps: the run's step count per task (the engine passes it).
+    learning_rate: peak learning rate.
+    weight_decay: decoupled weight decay.
+    warmup_tasks: warm-up length in tasks (rounded to whole steps, at the first task's step count).
+    no_decay: variable-name parts excluded from weight decay (biases, LayerNorm, position embedding, [CLS]).
+
+  Raises:
+    ValueError: no steps to schedule.
+  """
+  del global_batch_size
+  total_steps = int(sum(task_steps))
+  if total_steps <= 0:
+    raise ValueError(f'warmup_cosine_adamw needs the run\'s step counts, got task_steps={tuple(task_steps)!r}.')
+  warmup_steps = int(round(warmup_tasks * task_steps[0]))
+  schedule = tf_keras.optimizers.schedules.CosineDecay(
+      initial_learning_rate=0.0 if warmup_steps else learning_rate, decay_steps=max(total_steps - warmup_steps, 1),
+      warmup_target=learning_rate if warmup_steps else None, warmup_steps=warmup_steps)
+  optimizer = tf_keras.optimizers.AdamW(schedule, weight_decay=weight_decay, beta_1=0.9, beta_2=0.999)
+  optimizer.exclude_from_weight_decay(var_names=list(no_decay))
+  return optimizer
 
 
 def reset_optimizer(optimizer: tf_keras.optimizers.Optimizer) -> None:

@@ -12,15 +12,17 @@ from typing import Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from l2p_tf import faults
-
 
 def atomic_write(path: str, data, binary: bool = False) -> None:
   """Writes `data` to `path` via a temporary file in the same directory and a rename (gfile paths too)."""
   tmp = f'{path}.tmp-{os.getpid()}'
   with tf.io.gfile.GFile(tmp, 'wb' if binary else 'w') as f:
     f.write(data)
-  faults.point('results_write')
+  commit(tmp, path)
+
+
+def commit(tmp: str, path: str) -> None:
+  """The rename that makes a complete temporary file visible under its final name."""
   tf.io.gfile.rename(tmp, path, overwrite=True)
 
 

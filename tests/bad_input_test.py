@@ -278,7 +278,7 @@ def test_model_dir_of_a_different_config_is_refused_and_overwrite_moves_it_aside
   assert len([l for l in err.splitlines() if l.startswith('  - ') or l.startswith('  + ')]) == 2
   assert snapshot(model_dir) == before
   # Cadence settings are not a different config: a finished run with another log / checkpoint cadence just reports.
-  code, err, out = run_main(capsys, [*args[:-1], '--gin_bindings=train_lib.run.log_every_steps = 1000'], mock())
+  code, err, out = run_main(capsys, [*args[:-1], '--gin_bindings=config.Cadence.log_every_steps = 1000'], mock())
   assert code == 0, err
   assert json.loads((model_dir / 'results.json').read_text())['accuracy_matrix'] == json.loads(
       before['results.json'])['accuracy_matrix']

@@ -14,7 +14,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from l2p_tf import gin_utils
-from l2p_tf import train_lib
+from l2p_tf.engine import loop
+from l2p_tf.engine import preemption
 from tests import test_util
 
 EXPERIMENT = 'experiments/cifar100_disjoint_l2p.gin'
@@ -28,7 +29,7 @@ def run(tmp_path, method, capsys):
   model_dir = tmp_path / (method or 'l2p')
   try:
     with tfds.testing.mock_data(num_examples=1000):
-      res = gin.get_configurable(train_lib.run)(model_dir=str(model_dir),
+      res = gin.get_configurable(loop.run)(model_dir=str(model_dir),
                                                 strategy=tf.distribute.OneDeviceStrategy('/cpu:0'),
                                                 data_dir=str(tmp_path / 'tfds'))
   finally:

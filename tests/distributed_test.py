@@ -11,7 +11,8 @@ import pytest
 import tensorflow as tf
 
 from l2p_tf import gin_utils
-from l2p_tf import train_lib
+from l2p_tf.engine import loop
+from l2p_tf.engine import preemption
 from tests import test_util
 
 
@@ -62,7 +63,7 @@ def test_learns_on_real_cifar100(tmp_path, shared_data_dirs):
       'continual.split_cifar100.max_tasks = 2', 'continual.split_cifar100.max_train_examples_per_task = 2500',
       'continual.split_cifar100.max_eval_examples_per_task = 500'])
   try:
-    res = gin.get_configurable(train_lib.run)(model_dir=str(tmp_path / 'run'),
+    res = gin.get_configurable(loop.run)(model_dir=str(tmp_path / 'run'),
                                               strategy=tf.distribute.OneDeviceStrategy('/cpu:0'),
                                               data_dir=data_dir, manual_dir=manual_dir)
   finally:

@@ -23,7 +23,8 @@ from l2p_tf import gin_utils
 from l2p_tf import input_pipeline
 from l2p_tf import predict as predict_lib
 from l2p_tf import preprocessing
-from l2p_tf import train_lib
+from l2p_tf.engine import loop
+from l2p_tf.engine import preemption
 
 EVAL_BATCH = 24
 
@@ -35,9 +36,9 @@ def trained(tmp_path_factory):
   model_dir, data_dir, export_dir = str(root / 'run'), str(root / 'tfds'), str(root / 'saved_model')
   with tfds.testing.mock_data(num_examples=1000):
     gin_utils.parse(['experiments/cifar100_l2p.gin', 'local_tiny.gin'],
-                    [f'train_lib.run.eval_batch_size = {EVAL_BATCH}'])
+                    [f'config.Evaluation.batch_size = {EVAL_BATCH}'])
     try:
-      res = gin.get_configurable(train_lib.run)(model_dir=model_dir, data_dir=data_dir,
+      res = gin.get_configurable(loop.run)(model_dir=model_dir, data_dir=data_dir,
                                                 strategy=tf.distribute.OneDeviceStrategy('/cpu:0'))
     finally:
       gin.clear_config()

@@ -1,11 +1,11 @@
-"""l2p_tf.model_dir: the lock file, the config comparison, and the clean-up of half-written leftovers."""
+"""l2p_tf.engine.run_dir: the lock file, the config comparison, and the clean-up of half-written leftovers."""
 
 import json
 import os
 
 import pytest
 
-from l2p_tf import model_dir as model_dir_lib
+from l2p_tf.engine import run_dir as model_dir_lib
 
 OLD = """from __gin__ import dynamic_registration
 
@@ -14,23 +14,23 @@ OLD = """from __gin__ import dynamic_registration
 LEARNING_RATE = 0.03
 SEED = 42
 
-# Parameters for train_lib.run:
-train_lib.run.eval_selections = ('batchwise',
+# Parameters for config.Evaluation:
+config.Evaluation.selections = ('batchwise',
                                  'instancewise')
-train_lib.run.log_every_steps = 100
-train_lib.run.seed = %SEED
+config.Cadence.log_every_steps = 100
+experiment.Experiment.seed = %SEED
 """
 
 
 def test_config_differences_ignore_cadence_and_one_sided_parameters():
   new = (OLD.replace('log_every_steps = 100', 'log_every_steps = 5')
-         + 'train_lib.run.new_parameter_of_a_code_update = 1\n')
+         + 'experiment.Experiment.new_parameter_of_a_code_update = 1\n')
   assert model_dir_lib.config_differences(OLD, new) == []
   changed = new.replace("'instancewise')", "'batchwise')").replace('SEED = 42', 'SEED = 1')
   assert model_dir_lib.config_differences(OLD, changed) == [
       '- SEED = 42', '+ SEED = 1',
-      "- train_lib.run.eval_selections = ('batchwise', 'instancewise')",
-      "+ train_lib.run.eval_selections = ('batchwise', 'batchwise')"]
+      "- config.Evaluation.selections = ('batchwise', 'instancewise')",
+      "+ config.Evaluation.selections = ('batchwise', 'batchwise')"]
 
 
 def test_check_same_config(tmp_path):

@@ -24,9 +24,13 @@ from l2p_tf import flops
 from l2p_tf import gin_utils
 from l2p_tf import input_pipeline
 from l2p_tf import optimizers
-from l2p_tf import precision
-from l2p_tf import train_lib
-from l2p_tf import trainer as trainer_lib
+from l2p_tf.engine import precision
+from l2p_tf.engine import loop
+from l2p_tf.engine import preemption
+from l2p_tf.engine import config
+from l2p_tf.engine import experiment
+from l2p_tf.engine import trainer as trainer_lib
+from l2p_tf.methods import l2p as l2p_method
 from l2p_tf.checkpoints import npz_loader
 from l2p_tf.models import l2p_model
 from l2p_tf.models import prompt_pool as prompt_pool_lib
@@ -83,12 +87,13 @@ def test_trainer_tape_watches_only_prompts_keys_and_head(monkeypatch):
   monkeypatch.setattr(tf, 'GradientTape', RecordingTape)
   strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
   with strategy.scope():
-    model = tiny_model()
+    method = l2p_method.L2P(prompt_pool=None, model=lambda **_: tiny_model())
+    model = method.build(backbone=lambda: None, num_classes=10, num_tasks=2)
     opt = optimizers.build_optimizer(global_batch_size=8)
     opt.build(model.trainable_variables)
     step, task = tf.Variable(0, dtype=tf.int64), tf.Variable(0)
-  trainer = trainer_lib.L2PTrainer(strategy=strategy, model=model, optimizer=opt, global_step=step,
-                                   task_index=task, global_batch_size=8)
+  trainer = trainer_lib.Trainer(strategy=strategy, method=method, optimizer=opt, global_step=step,
+                                task_index=task, global_batch_size=8)
   mask = np.zeros((8, 10), bool)
   mask[:, :5] = True
   data = {'image': images(), 'label': tf.constant(np.arange(8) % 5, tf.int32), 'label_mask': tf.constant(mask)}
@@ -96,7 +101,7 @@ def test_trainer_tape_watches_only_prompts_keys_and_head(monkeypatch):
   try:
     trainer.train(tf.constant(2))
   finally:
-    trainer.train_dataset = None  # Not left to the cycle collector (see train_lib's task loop).
+    trainer.train_dataset = None  # Not left to the cycle collector (see engine/loop.py).
   assert watched, 'the trainer opened no GradientTape'
   expected = {v.ref() for v in model.prompt_pool.trainable_weights + model.head.trainable_weights}
   assert all(w == expected for w in watched), [sorted(v.deref().name for v in w) for w in watched]
@@ -104,10 +109,10 @@ def test_trainer_tape_watches_only_prompts_keys_and_head(monkeypatch):
 
 
 def test_xla_train_step_is_traced_once_for_the_whole_run(tmp_path):
-  gin_utils.parse(['experiments/cifar100_l2p.gin', 'local_tiny.gin'], ['train_lib.run.jit_compile = True'])
+  gin_utils.parse(['experiments/cifar100_l2p.gin', 'local_tiny.gin'], ['config.Training.jit_compile = True'])
   try:
     with tfds.testing.mock_data(num_examples=1000):
-      res = gin.get_configurable(train_lib.run)(model_dir=str(tmp_path / 'run'),
+      res = gin.get_configurable(loop.run)(model_dir=str(tmp_path / 'run'),
                                                 strategy=tf.distribute.OneDeviceStrategy('/cpu:0'),
                                                 data_dir=str(tmp_path / 'tfds'))
   finally:
@@ -198,13 +203,15 @@ def test_mixed_bfloat16_final_accuracy_within_one_point_of_float32(tmp_path, flo
   del float32_policy
   finals = {}
   for name in ('float32', 'mixed_bfloat16'):
-    res = train_lib.run(
-        model_dir=str(tmp_path / name), strategy=tf.distribute.OneDeviceStrategy('/cpu:0'),
-        benchmark=color_benchmark, vit=functools.partial(vit_lib.VisionTransformer, variant='tiny', image_size=32),
-        model=l2p_model.L2PModel,
-        prompt_pool=functools.partial(prompt_pool_lib.PromptPool, pool_size=10, prompt_length=5, top_k=2),
-        optimizer=functools.partial(optimizers.build_optimizer, base_learning_rate=0.03),
-        global_batch_size=32, steps_per_loop=10, log_every_steps=1000, precision=name)
+    spec = experiment.Experiment(
+        benchmark=color_benchmark, backbone=functools.partial(vit_lib.VisionTransformer, variant='tiny', image_size=32),
+        method=functools.partial(l2p_method.L2P, prompt_pool=functools.partial(
+            prompt_pool_lib.PromptPool, pool_size=10, prompt_length=5, top_k=2)),
+        optimizer=functools.partial(optimizers.build_optimizer, base_learning_rate=0.03))
+    res = loop.run(
+        model_dir=str(tmp_path / name), strategy=tf.distribute.OneDeviceStrategy('/cpu:0'), experiment=spec,
+        training=config.Training(global_batch_size=32, precision=name),
+        cadence=config.Cadence(steps_per_loop=10, log_every_steps=1000))
     assert res['precision'] == name
     finals[name] = res['final']['avg_acc']
   # The task is learnt (chance: 10% over 10 classes) and not trivially solved, so 1 point is a real bound.

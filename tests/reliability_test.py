@@ -17,8 +17,9 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from l2p_tf import model_dir as model_dir_lib
-from l2p_tf import train_lib
+from l2p_tf.engine import run_dir as model_dir_lib
+from l2p_tf.engine import loop
+from l2p_tf.engine import preemption
 from tests import test_util
 from tests.runs import StopAtStep
 from tests.runs import run_experiment
@@ -56,7 +57,7 @@ def runs(tmp_path_factory):
   # steps_per_loop = 4: a stop honoured only at the end of a loop would come at step 8, not 5 or 6.
   env = dict(os.environ, L2P_FAULT_INJECTION=f'train_step:{SIGTERM_AT_STEP}:term')
   procs['sigterm'] = subprocess.Popen(
-      main_command(root / 'sigterm', tfds_dir, '--gin_bindings=train_lib.run.steps_per_loop = 4'),
+      main_command(root / 'sigterm', tfds_dir, '--gin_bindings=config.Cadence.steps_per_loop = 4'),
       cwd=test_util.REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   with tfds.testing.mock_data(num_examples=1000):
     full = run_experiment(root / 'full', EXPERIMENT, data_dir=str(tfds_dir))
@@ -117,7 +118,7 @@ def test_sigkill_then_rerun_matches_the_uninterrupted_run(runs, name, capsys):
 
 def test_sigterm_stops_within_one_step_and_the_rerun_resumes(runs, capsys):
   rc, out, err = runs['procs']['sigterm']
-  assert rc == train_lib.PREEMPTED_EXIT_CODE, f'rc={rc}\n{out[-2000:]}\n{err[-3000:]}'
+  assert rc == preemption.PREEMPTED_EXIT_CODE, f'rc={rc}\n{out[-2000:]}\n{err[-3000:]}'
   assert 'SIGTERM received: finishing the current step' in out
   preempted = [l for l in err.splitlines() if l.startswith('preempted: ')]
   assert len(preempted) == 1, err[-3000:]
@@ -132,7 +133,7 @@ def test_sigterm_stops_within_one_step_and_the_rerun_resumes(runs, capsys):
   partial = json.loads((model_dir / 'results.json').read_text())
   assert partial['tasks_done'] == 1 and not partial['complete']
 
-  res, printed = rerun(runs, 'sigterm', capsys, ['train_lib.run.steps_per_loop = 4'])
+  res, printed = rerun(runs, 'sigterm', capsys, ['config.Cadence.steps_per_loop = 4'])
   assert f'Resuming from' in printed and f'(step {step}, 1 tasks finished)' in printed
   assert_same_results(res, runs['full'], model_dir)
 
@@ -154,7 +155,7 @@ def test_live_lock_is_refused_and_a_dead_one_taken_over(tmp_path, capsys):
     sleeper.wait()
   # The same lock once its process is gone: taken over (shown with a stop after the first step).
   with tfds.testing.mock_data(num_examples=1000):
-    with pytest.raises(train_lib.PreemptedError):
+    with pytest.raises(preemption.PreemptedError):
       run_experiment(model_dir, EXPERIMENT, data_dir=str(tmp_path / 'tfds'), preemption=StopAtStep(1))
   assert f'Taking over the stale lock {model_dir}/.lock' in capsys.readouterr().out
   assert not (model_dir / '.lock').exists()
@@ -169,12 +170,12 @@ def test_live_lock_is_refused_and_a_dead_one_taken_over(tmp_path, capsys):
 def test_nan_stops_naming_step_and_task_and_keeps_the_last_good_checkpoint(tmp_path):
   model_dir = tmp_path / 'run'
   with tfds.testing.mock_data(num_examples=1000):
-    with pytest.raises(train_lib.PreemptedError):
+    with pytest.raises(preemption.PreemptedError):
       run_experiment(model_dir, EXPERIMENT, data_dir=str(tmp_path / 'tfds'), preemption=StopAtStep(3))
     before = snapshot(model_dir)
     # Resumed with a NaN pull coefficient (passed directly, so the stored config still matches): the first step after
     # the resume, step 4, has a NaN loss.
-    with pytest.raises(train_lib.NonFiniteLossError,
+    with pytest.raises(preemption.NonFiniteLossError,
                        match=r'NaN or Inf loss/gradient in train step 4 \(task 1/2 task_0, step 4/4 of the task\); '
                              r'its gradient was discarded and nothing was saved after it: the newest checkpoint, '
                              r'.*ckpt-\d+, is the last good state'):
@@ -192,13 +193,13 @@ def test_nan_stops_naming_step_and_task_and_keeps_the_last_good_checkpoint(tmp_p
 def test_unreadable_newest_checkpoint_falls_back_to_the_one_before(tmp_path, capsys):
   model_dir = tmp_path / 'run'
   with tfds.testing.mock_data(num_examples=1000):
-    with pytest.raises(train_lib.PreemptedError):  # ckpt-1 at step 2 (cadence), ckpt-2 at step 3 (the stop).
+    with pytest.raises(preemption.PreemptedError):  # ckpt-1 at step 2 (cadence), ckpt-2 at step 3 (the stop).
       run_experiment(model_dir, EXPERIMENT, data_dir=str(tmp_path / 'tfds'), preemption=StopAtStep(3))
     data = glob.glob(str(model_dir / 'checkpoints' / 'ckpt-2.data-*'))[0]
     with open(data, 'r+b') as f:  # Damaged storage (not something a kill does).
       f.truncate(100)
     capsys.readouterr()
-    with pytest.raises(train_lib.PreemptedError, match='at step 3, task 1/2'):
+    with pytest.raises(preemption.PreemptedError, match='at step 3, task 1/2'):
       run_experiment(model_dir, EXPERIMENT, data_dir=str(tmp_path / 'tfds'), preemption=StopAtStep(3))
   out = capsys.readouterr().out
   assert f'warning: checkpoint {model_dir}/checkpoints/ckpt-2 cannot be read' in out

@@ -7,7 +7,8 @@ import gin
 import tensorflow as tf
 
 from l2p_tf import gin_utils
-from l2p_tf import train_lib
+from l2p_tf.engine import loop
+from l2p_tf.engine import preemption
 
 
 def one_device():
@@ -15,18 +16,18 @@ def one_device():
 
 
 def run_experiment(model_dir, experiment, bindings=(), strategy=None, data_dir=None, manual_dir=None, **kwargs):
-  """Parses experiment + local_tiny (+ bindings) and runs train_lib.run; clears gin afterwards."""
+  """Parses experiment + local_tiny (+ bindings) and runs engine.loop.run; clears gin afterwards."""
   files = [f'experiments/{experiment}.gin', 'local_tiny.gin']
   gin_utils.parse(files, list(bindings))
   try:
-    return gin.get_configurable(train_lib.run)(
+    return gin.get_configurable(loop.run)(
         model_dir=str(model_dir), strategy=strategy or one_device(), data_dir=data_dir, manual_dir=manual_dir,
         **kwargs)
   finally:
     gin.clear_config()
 
 
-class StopAtStep(train_lib.Preemption):
+class StopAtStep(preemption.Preemption):
   """Asks to stop once `step` steps are done (as a SIGTERM would; checked before every step and at task starts)."""
 
   def __init__(self, step):

@@ -7,8 +7,11 @@ import os
 import pytest
 import tensorflow as tf
 
-from l2p_tf import pretrain
 from l2p_tf.checkpoints import npz_loader
+from l2p_tf.checkpoints import npz_writer
+from l2p_tf.data import pretraining
+from l2p_tf.engine import evaluator as evaluator_lib
+from l2p_tf.methods import supervised
 from l2p_tf.models import vit as vit_lib
 from tests import test_util
 
@@ -29,13 +32,15 @@ def test_checksum_and_strict_load():
 
 def test_documented_accuracy_on_classes_50_to_99(shared_data_dirs):
   data_dir, manual_dir = shared_data_dirs
-  images, labels, _ = pretrain._load_split('cifar100', 'test', META['classes'],  # pylint: disable=protected-access
-                                            data_dir=data_dir, manual_dir=manual_dir)
-  assert len(labels) == META['test_images'] == 5000
-  model = vit_lib.VisionTransformer(variant='mini', image_size=32, num_classes=META['num_classes'])
-  pretrain.load_classifier_npz(model, NPZ)
+  bench = pretraining.pretraining(dataset='cifar100', classes=META['classes'], epochs=1, image_size=32,
+                                  data_dir=data_dir, manual_dir=manual_dir)
+  assert bench.num_eval_examples(0) == META['test_images'] == 5000
+  method = supervised.Supervised()
+  method.build(backbone=lambda **kw: vit_lib.VisionTransformer(variant='mini', image_size=32, **kw),
+               num_classes=META['num_classes'], num_tasks=1)
+  npz_writer.load_classifier_npz(method.model, NPZ)
   strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
-  ds = pretrain.eval_dataset(images, labels, None, global_batch_size=500, image_size=32)
-  accuracy = pretrain.make_evaluator(strategy, model)(ds)
+  ds = strategy.distribute_datasets_from_function(lambda ctx: bench.eval_dataset(0, ctx, global_batch_size=500))
+  accuracy = evaluator_lib.Evaluator(strategy=strategy, method=method).evaluate(ds)['batchwise']['accuracy']
   assert accuracy == pytest.approx(META['roundtrip_test_accuracy'], abs=0.005)
   assert abs(META['test_accuracy'] - META['roundtrip_test_accuracy']) <= 0.1

@@ -14,7 +14,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from l2p_tf import train_lib
+from l2p_tf.engine import loop
+from l2p_tf.engine import preemption
 from tests import test_util
 from tests.runs import StopAtStep
 from tests.runs import one_device
@@ -56,7 +57,7 @@ def test_every_experiment_runs_with_local_tiny(tmp_path, experiment):
     assert on_disk['final']['avg_acc'] == pytest.approx(np.mean(matrix[1]), abs=1e-3)
   assert (model_dir / 'accuracy_matrix.csv').read_text().startswith('after_task,')
   assert (model_dir / 'accuracy_matrix.png').read_bytes()[:4] == b'\x89PNG'
-  assert 'train_lib.run.global_batch_size' in (model_dir / 'config.gin').read_text()
+  assert 'config.Training.global_batch_size' in (model_dir / 'config.gin').read_text()
   assert len(on_disk['gin_config_hash']) == 16
   eval_tags = event_tags(model_dir / 'eval')
   assert {'accuracy_0', 'avg_acc', 'accuracy_matrix', 'gin/operative_config'} <= eval_tags
@@ -71,7 +72,7 @@ def test_every_experiment_runs_with_local_tiny(tmp_path, experiment):
 
 def test_one_device_and_mirrored_agree(tmp_path):
   bindings = ["prompt_pool.PromptPool.selection = 'instancewise'",
-              "train_lib.run.eval_selections = ('instancewise',)"]
+              "config.Evaluation.selections = ('instancewise',)"]
   results = []
   for name, strategy in (('one', one_device()), ('mirrored', test_util.mirrored_strategy())):
     with tfds.testing.mock_data(num_examples=1000):
@@ -105,7 +106,7 @@ def test_resume_mid_task_matches_uninterrupted_run(tmp_path):
   with tfds.testing.mock_data(num_examples=1000):
     full = run_experiment(tmp_path / 'full', 'cifar100_l2p', data_dir=str(tmp_path / 'tfds'))
     # Each task has 4 steps (64 / 16); stop after step 6, in the middle of task 2.
-    with pytest.raises(train_lib.PreemptedError, match=r'at step 6, task 2/2 \(2/4 steps\)'):
+    with pytest.raises(preemption.PreemptedError, match=r'at step 6, task 2/2 \(2/4 steps\)'):
       run_experiment(tmp_path / 'cut', 'cifar100_l2p', data_dir=str(tmp_path / 'tfds'), preemption=StopAtStep(6))
     partial = json.loads((tmp_path / 'cut' / 'results.json').read_text())
     assert partial['tasks_done'] == 1 and not partial['complete']
@@ -141,7 +142,7 @@ def test_init_checkpoint_is_read_on_a_fresh_start_only(tmp_path, capsys):
   arrays = test_util.write_fake_npz(str(npz), variant='tiny', image_size=32)
   binding = [f'INIT_CHECKPOINT = "{npz}"']
   with tfds.testing.mock_data(num_examples=1000):
-    with pytest.raises(train_lib.PreemptedError):
+    with pytest.raises(preemption.PreemptedError):
       run_experiment(tmp_path / 'run', 'cifar100_l2p', binding, data_dir=str(tmp_path / 'tfds'),
                      preemption=StopAtStep(2))
     assert 'Backbone: loaded' in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""Guards of a run directory: one run at a time (a lock file), the same config on resume, clean-up after a crash.
+"""Guards of a run directory (`claim` applies them all): one run at a time (a lock file), the same config on resume, clean-up after a crash.
 
 * `ModelDirLock`: `model_dir/.lock` holds the owner's pid, host, start time and command line. A second run on the
   same directory is refused while the owner is alive; a lock left by a dead process on this host (its pid is gone,
@@ -6,8 +6,8 @@
   checked and is respected: the message says which file to delete if that run is known to be dead. Local locks are
   created atomically (a complete file is hard-linked into place, so two starters cannot both win); on `gs://` and
   other remote file systems the check-then-write is best effort.
-* `config_differences`: the bindings of two operative gin configs that differ, ignoring settings that only change
-  cadence or logging (`CADENCE_BINDINGS`).
+* `config_differences`: the bindings of two operative gin configs that differ, ignoring the groups that only change
+  cadence or logging (`IGNORED_GROUPS`: every parameter of `config.Cadence`).
 * `move_aside`: `--overwrite` moves an earlier run to `<model_dir>.overwritten-<time>/` rather than deleting it.
 * `remove_partial_files`: leftovers of a process killed mid-write (a checkpoint's `_temp` shards, a checkpoint not
   yet named in the `checkpoint` state file, a results file's temporary copy). None of them is ever read; removing
@@ -16,25 +16,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
 import re
 import socket
 import sys
-from typing import Optional
+from typing import Callable, Iterator, Optional
 
 from absl import logging
 import tensorflow as tf
 
 LOCK_NAME = '.lock'
 CONFIG_NAME = 'config.gin'
-# Bindings that change how often things happen or are logged, not what is computed: a resume may change them.
-CADENCE_BINDINGS = frozenset({
-    'train_lib.run.steps_per_loop', 'train_lib.run.log_every_steps', 'train_lib.run.checkpoint_every_steps',
-    'train_lib.run.max_checkpoints_to_keep', 'train_lib.run.mode', 'train_lib.run.preemption',
-    'train_lib.run.overwrite',
-})
+CHECKPOINTS_NAME = 'checkpoints'
+# Setting groups (config classes) that change how often things happen or are logged, not what is computed: a resume
+# may change any of their parameters.
+IGNORED_GROUPS = frozenset({'Cadence'})
 
 
 class ModelDirError(ValueError):
@@ -221,8 +220,14 @@ def _statements(config: str) -> dict[str, str]:
   return out
 
 
-def config_differences(old: str, new: str, ignore=CADENCE_BINDINGS) -> list[str]:
-  """Lines `- name = old` / `+ name = new` for every binding or macro whose value differs, ignoring `ignore`.
+def _group(name: str) -> str:
+  """The configurable a binding belongs to, without its module: 'config.Cadence.steps_per_loop' -> 'Cadence'."""
+  return name.rsplit('.', 1)[0].rsplit('.', 1)[-1].rsplit('/', 1)[-1]
+
+
+def config_differences(old: str, new: str, ignore_groups=IGNORED_GROUPS) -> list[str]:
+  """Lines `- name = old` / `+ name = new` for every binding or macro whose value differs, ignoring the parameters
+  of the configurables named in `ignore_groups`.
 
   An operative config lists every parameter of every configurable the run called, defaults included, so a name on
   one side only is a parameter that a code update added or removed (a changed choice of configurable shows up as
@@ -231,7 +236,7 @@ def config_differences(old: str, new: str, ignore=CADENCE_BINDINGS) -> list[str]
   a, b = _statements(old), _statements(new)
   lines = []
   for name in sorted(set(a) & set(b)):
-    if name not in ignore and a[name] != b[name]:
+    if _group(name) not in ignore_groups and a[name] != b[name]:
       lines += [f'- {name} = {a[name]}', f'+ {name} = {b[name]}']
   return lines
 
@@ -324,3 +329,36 @@ def remove_partial_files(model_dir: str, ckpt_dir: str) -> list[str]:
   if removed:
     logging.info('Removed leftovers of an interrupted write: %s', removed)
   return removed
+
+
+@contextlib.contextmanager
+def claim(model_dir: str, *, operative: str, chief: bool, mode: str, overwrite: bool,
+          say: Callable[[str], None] = print) -> Iterator[Optional[ModelDirLock]]:
+  """Holds `model_dir` for one run: locked (chief only), checked against `operative`, tidied.
+
+  In 'train' mode a run of another config is refused (or, with `overwrite`, moved aside first), and the leftovers of
+  an interrupted write are removed. Errors inside the block release the lock and leave what was there as it was (a
+  directory this run created is removed again while it is still empty; see `ModelDirLock`).
+
+  Yields:
+    The lock (None on non-chief workers); the caller sets `created_dir = False` once the run has written files.
+
+  Raises:
+    ModelDirError: locked by a live run, unwritable, or holding a run of another config.
+  """
+  lock = ModelDirLock(model_dir) if chief else None
+  if lock is not None:
+    lock.acquire()
+  try:
+    if chief and mode == 'train':
+      if overwrite:
+        moved = move_aside(model_dir)
+        if moved:
+          say(f'--overwrite: moved the previous contents of {model_dir} to {moved}; starting afresh.')
+      else:
+        check_same_config(model_dir, operative)
+      remove_partial_files(model_dir, os.path.join(model_dir, CHECKPOINTS_NAME))
+    yield lock
+  finally:
+    if lock is not None:
+      lock.release_and_tidy()

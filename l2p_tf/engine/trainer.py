@@ -1,13 +1,9 @@
-"""One L2P training step, as an `orbit.StandardTrainer`.
+"""One training step of any method, as an `orbit.StandardTrainer`.
 
-A step: the model's frozen query pass (`L2PModel.query_pass`, outside the gradient tape) and its prompted pass
-(`L2PModel.call`, inside the tape), cross-entropy on the logits with each example's `label_mask` (classes outside
-the current task at -inf), minus `pull_coefficient * reduce_sim`; gradients of the trainable variables only (the
-tape watches nothing else, so the frozen backbone gets no weight gradient), summed over replicas, clipped by global
-norm, applied.
-
-The step knows nothing of tasks beyond the `task_index` variable (read by the prompt pool's task-wise mask) and the
-label mask that arrives with the data, so it is traced once for the whole run.
+A step: the method's work on frozen weights (`Method.frozen_features`, outside the gradient tape), its loss (inside
+the tape, which watches the method's trainable variables and nothing else), gradients summed over replicas, a
+non-finite guard, global-norm clipping, apply. The step knows nothing of tasks beyond the `task_index` variable it
+hands to the method and the label mask that arrives with the data, so it is traced once for the whole run.
 
 Steps run one `tf.function` call at a time from a Python loop (not a `tf.while_loop` of `steps_per_loop` steps), so
 the main thread returns to Python after every step: a SIGTERM handler runs then, and a stop request or a non-finite
@@ -17,19 +13,19 @@ loss / gradient is acted on before the next step (`StopRequested`, `NonFiniteErr
 from __future__ import annotations
 
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import orbit
 import tensorflow as tf
 import tf_keras
 
-from l2p_tf import faults
-from l2p_tf import losses
-from l2p_tf import precision as precision_lib
+from l2p_tf.engine import precision as precision_lib
+from l2p_tf.engine import strategies
+from l2p_tf.methods import base as method_base
 
 
 class StopRequested(Exception):
-  """Raised between two steps when `L2PTrainer.stop_requested()` is true (on any worker)."""
+  """Raised between two steps when `Trainer.stop_requested(step)` is true (on any worker)."""
 
 
 class NonFiniteError(Exception):
@@ -44,56 +40,51 @@ class NonFiniteError(Exception):
     self.step = step
 
 
-class L2PTrainer(orbit.StandardTrainer):
-  """Runs training steps of an `L2PModel` under a `tf.distribute` strategy.
+class Trainer(orbit.StandardTrainer):
+  """Runs training steps of a `Method` under a `tf.distribute` strategy.
 
   Args:
-    strategy: the strategy the model and optimizer were built under.
-    model: an `L2PModel` (or any model with the same call contract).
-    optimizer: a tf_keras optimizer, already built for `model.trainable_variables`.
+    strategy: the strategy the method's model and the optimizer were built under.
+    method: a built `methods.base.Method`.
+    optimizer: a tf_keras optimizer, already built for `method.trainable_variables`.
     global_step: int64 variable incremented once per step (orbit's step counter).
-    task_index: int32 variable holding the current task (for the prompt pool's task-wise mask).
-    global_batch_size: examples per step over all replicas (the loss is summed and divided by it).
-    pull_coefficient: weight of the key-query pull constraint (`reduce_sim`).
+    task_index: int32 variable holding the current task (handed to `method.loss`).
+    global_batch_size: examples per step over all replicas.
     grad_clip_norm: clip the global gradient norm to this value; None or 0 disables clipping.
-    use_label_mask: apply the data's `label_mask` to the logits (class-incremental training).
     jit_compile: compile the per-replica step with XLA: True, False or 'auto' (True on GPU; see
       `precision.resolve_jit_compile`).
+    stop_requested: called with the global step before each step; True stops (agreed across workers).
   """
 
-  def __init__(self, *, strategy: tf.distribute.Strategy, model: tf_keras.Model, optimizer,
+  def __init__(self, *, strategy: tf.distribute.Strategy, method: method_base.Method, optimizer,
                global_step: tf.Variable, task_index: tf.Variable, global_batch_size: int,
-               pull_coefficient: float = 1.0, grad_clip_norm: Optional[float] = 1.0, use_label_mask: bool = True,
-               jit_compile=False):
+               grad_clip_norm: Optional[float] = 1.0, jit_compile=False,
+               stop_requested: Optional[Callable[[int], bool]] = None):
     self.strategy = strategy
-    self.model = model
+    self.method = method
     self.optimizer = optimizer
     self.global_step = global_step
     self.task_index = task_index
     self.global_batch_size = global_batch_size
-    self.pull_coefficient = pull_coefficient
     self.grad_clip_norm = grad_clip_norm
-    self.use_label_mask = use_label_mask
-    # Models with a prompt pool and a `query_pass` method (L2PModel) get their query computed outside the tape.
-    self._separate_query_pass = (getattr(model, 'prompt_pool', None) is not None
-                                 and callable(getattr(model, 'query_pass', None)))
+    self.stop_requested = stop_requested
     self.trace_count = 0  # Python side effect: counts traces of the step function (should stay 1).
     with strategy.scope():
       self.loss_metric = tf_keras.metrics.Mean('loss', dtype=tf.float32)
-      self.ce_metric = tf_keras.metrics.Mean('cross_entropy', dtype=tf.float32)
+      self.scalar_metrics = {n: tf_keras.metrics.Mean(n, dtype=tf.float32) for n in method.scalar_names}
       self.accuracy_metric = tf_keras.metrics.SparseCategoricalAccuracy('train_accuracy', dtype=tf.float32)
-      self.reduce_sim_metric = tf_keras.metrics.Mean('reduce_sim', dtype=tf.float32)
       self.grad_norm_metric = tf_keras.metrics.Mean('grad_norm', dtype=tf.float32)
     self.jit_compile = precision_lib.resolve_jit_compile(jit_compile, strategy)
     self._replica_step = tf.function(self._replica_step_impl, jit_compile=True) if self.jit_compile else (
         self._replica_step_impl)
+    self._any_worker = strategies.AnyWorker(strategy)
     self._loop_start = None
     self._loop_steps = 0
     super().__init__(train_dataset=None, options=orbit.StandardTrainerOptions(use_tf_while_loop=False))
 
   @property
   def metrics(self):
-    return [self.loss_metric, self.ce_metric, self.accuracy_metric, self.reduce_sim_metric, self.grad_norm_metric]
+    return [self.loss_metric, *self.scalar_metrics.values(), self.accuracy_metric, self.grad_norm_metric]
 
   def train(self, num_steps):
     self._loop_steps = int(num_steps)
@@ -114,22 +105,16 @@ class L2PTrainer(orbit.StandardTrainer):
 
   def _replica_step_impl(self, batch):
     ctx = tf.distribute.get_replica_context()
-    variables = self.model.trainable_variables
-    # The frozen query pass runs before the tape opens, so the tape records only the prompted pass. The tape
-    # watches only the trainable variables (prompts, keys, head): Keras's `trainable = False` leaves the backbone's
+    variables = self.method.trainable_variables
+    # Work on frozen weights (L2P's query pass) runs before the tape opens, so the tape records only what trains.
+    # The tape watches only the trainable variables: Keras's `trainable = False` leaves a frozen backbone's
     # tf.Variables trainable, and a default tape would record their reads and build (then prune) weight gradients.
-    query_pass = self.model.query_pass(batch['image']) if self._separate_query_pass else None
+    frozen = self.method.frozen_features(batch['image'])
     with tf.GradientTape(watch_accessed_variables=False) as tape:
       tape.watch(variables)
-      out = self.model(batch['image'], task_index=self.task_index, training=True, **(
-          {'query_pass': query_pass} if query_pass is not None else {}))
-      logits = out['logits']
-      mask = batch['label_mask'] if self.use_label_mask else None
-      ce = losses.cross_entropy(logits, batch['label'], mask)
-      ce_loss = tf.reduce_sum(ce) / self.global_batch_size
-      pull = losses.pull_loss(out['reduce_sim'], self.pull_coefficient) / ctx.num_replicas_in_sync
-      loss = ce_loss + pull
-    grads = tape.gradient(loss, variables)
+      out = self.method.loss(batch, frozen=frozen, task_index=self.task_index,
+                             global_batch_size=self.global_batch_size, num_replicas=ctx.num_replicas_in_sync)
+    grads = tape.gradient(out.loss, variables)
     grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) for g, v in zip(grads, variables)]
     # Sum over replicas first, so the clip applies to the global gradient (as jax.lax.pmean does in the original).
     grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
@@ -138,18 +123,17 @@ class L2PTrainer(orbit.StandardTrainer):
     # weights (Adam's momentum still moves them a little); the Python loop then raises NonFiniteError before anything
     # is saved, so that state is never kept. (No tf.cond skipping apply_gradients: its merge_call is not allowed in a
     # cond branch under MirroredStrategy.)
-    bad_loss = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(~tf.math.is_finite(loss), tf.float32))
+    bad_loss = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(~tf.math.is_finite(out.loss), tf.float32))
     finite = tf.logical_and(tf.math.is_finite(grad_norm), tf.equal(bad_loss, 0.0))
     grads = [tf.where(finite, g, tf.zeros_like(g)) for g in grads]
     if self.grad_clip_norm:
       grads, _ = tf.clip_by_global_norm(grads, self.grad_clip_norm, use_norm=grad_norm)
     self.optimizer.apply_gradients(zip(grads, variables), skip_gradients_aggregation=True)
-    masked_logits = losses.mask_logits(logits, mask) if mask is not None else logits
-    self.accuracy_metric.update_state(batch['label'], masked_logits)
+    self.accuracy_metric.update_state(batch['label'], out.logits)
     # Scale back to per-example means so the logged loss does not depend on the replica count.
-    self.loss_metric.update_state(loss * ctx.num_replicas_in_sync)
-    self.ce_metric.update_state(ce_loss * ctx.num_replicas_in_sync)
-    self.reduce_sim_metric.update_state(out['reduce_sim'])
+    self.loss_metric.update_state(out.loss * ctx.num_replicas_in_sync)
+    for name, metric in self.scalar_metrics.items():
+      metric.update_state(out.scalars[name])
     self.grad_norm_metric.update_state(grad_norm)
     return finite
 
@@ -161,46 +145,28 @@ class L2PTrainer(orbit.StandardTrainer):
     return self.strategy.experimental_local_results(finite)[0]  # The same on every replica (all-reduced inputs).
 
   # -- The per-step loop (see the module docstring). ------------------------------------------------------------------
-  stop_requested = None  # Optional[Callable[[int], bool]]: called with the global step before each step.
-
   def create_train_loop_fn(self):
     step_fn = tf.function(self.train_step)
 
     def loop_fn(iterator, num_steps):
       for _ in range(int(num_steps)):
-        faults.point('train_step')
-        step = int(self.global_step.numpy())
-        if self.should_stop(step):
-          raise StopRequested()
-        if not bool(step_fn(iterator)):
-          raise NonFiniteError(step)
+        self.run_step(step_fn, iterator)
 
     return loop_fn
+
+  def run_step(self, step_fn, iterator) -> None:
+    """Checks for a stop request, runs one compiled step, and raises on a non-finite loss or gradient."""
+    step = int(self.global_step.numpy())
+    if self.should_stop(step):
+      raise StopRequested()
+    if not bool(step_fn(iterator)):
+      raise NonFiniteError(step)
 
   def should_stop(self, step: int) -> bool:
     """`stop_requested(step)`, agreed by all workers (any one asking stops all: the next save is collective)."""
     if self.stop_requested is None:
       return False
-    stop = bool(self.stop_requested(step))
-    if _num_hosts(self.strategy) > 1:
-      if self._any_worker is None:
-        self._any_worker = tf.function(self._any_replica)
-      stop = bool(self._any_worker(tf.constant(float(stop))))
-    return stop
-
-  _any_worker = None
-
-  def _any_replica(self, flag):
-    def replica_fn(x):
-      # tf.identity places the flag on this replica's device (MultiWorkerMirrored refuses an unplaced input).
-      return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, tf.identity(x))
-    return self.strategy.experimental_local_results(self.strategy.run(replica_fn, args=(flag,)))[0] > 0
-
-
-def _num_hosts(strategy: tf.distribute.Strategy) -> int:
-  """Workers (MultiWorkerMirrored) or hosts (TPU pod) that run this program side by side."""
-  extended = strategy.extended
-  return int(getattr(extended, '_num_workers', 0) or getattr(extended, 'num_hosts', 1) or 1)
+    return self._any_worker(bool(self.stop_requested(step)))
 
 
 def current_learning_rate(optimizer) -> tf.Tensor:

@@ -1,8 +1,8 @@
-"""Evaluates an L2P model on the test sets of the tasks seen so far.
+"""Evaluates any method on distributed evaluation datasets.
 
 Every test example counts exactly once: the input pipeline pads the last batch and marks padding `valid=False`;
-padded examples are excluded from the accuracy, from the prompt-selection histogram and from the batchwise prompt
-vote (the model's `valid` argument).
+padded examples are excluded from the accuracy, from the prompt-selection histogram and (through `Method.predict`'s
+`valid`) from anything that pools over the batch, such as L2P's batchwise prompt vote.
 """
 
 from __future__ import annotations
@@ -12,36 +12,38 @@ from typing import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
+from l2p_tf.methods import base as method_base
+
+SELECTIONS = ('batchwise', 'instancewise')
+
 
 class Evaluator:
-  """Counts correct predictions and prompt selections over distributed evaluation datasets.
+  """Counts correct predictions and prompt selections.
 
   Args:
-    strategy: the model's strategy.
-    model: an `L2PModel`: `model(images, training=False, valid=..., selection=...)` returns `logits` and
-      `prompt_ids`.
+    strategy: the method's strategy.
+    method: a built `Method`.
     selections: prompt-selection modes to evaluate ('batchwise', 'instancewise'); the first is the primary one (the
-      accuracy matrix); the others are reported beside it. Ignored for models without a prompt pool.
-    pool_size: number of prompts (histogram length); 0 for a model without a prompt pool.
+      accuracy matrix); the others are reported beside it. A method without a prompt pool is evaluated once, under
+      the first name.
   """
 
-  def __init__(self, *, strategy: tf.distribute.Strategy, model, selections: Sequence[str] = ('batchwise',),
-               pool_size: int = 0):
+  def __init__(self, *, strategy: tf.distribute.Strategy, method: method_base.Method,
+               selections: Sequence[str] = ('batchwise',)):
     if not selections:
       raise ValueError('selections must name at least one prompt-selection mode, got an empty sequence.')
     for s in selections:
-      if s not in ('batchwise', 'instancewise'):
-        raise ValueError(f"Unknown prompt selection {s!r}; use 'batchwise' or 'instancewise'.")
+      if s not in SELECTIONS:
+        raise ValueError(f'Unknown prompt selection {s!r}; use one of {SELECTIONS}.')
     self.strategy = strategy
-    self.model = model
-    self.selections = tuple(selections) if pool_size else (selections[0],)
-    self.pool_size = pool_size
-    self._steps = {s: tf.function(self._make_step(s)) for s in self.selections}
+    self.method = method
+    self.pool_size = method.pool_size
+    self.selections = tuple(selections) if self.pool_size else (selections[0],)
+    self._steps = {s: tf.function(self._make_step(s if self.pool_size else None)) for s in self.selections}
 
-  def _make_step(self, selection: str) -> Callable:
+  def _make_step(self, selection) -> Callable:
     def replica_fn(batch):
-      kwargs = {'selection': selection} if self.pool_size else {}
-      out = self.model(batch['image'], training=False, valid=batch['valid'], **kwargs)
+      out = self.method.predict(batch['image'], valid=batch['valid'], selection=selection)
       valid = tf.cast(batch['valid'], tf.float32)
       pred = tf.argmax(out['logits'], axis=-1, output_type=tf.int32)
       correct = tf.reduce_sum(tf.cast(tf.equal(pred, tf.cast(batch['label'], tf.int32)), tf.float32) * valid)

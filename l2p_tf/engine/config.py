@@ -1,0 +1,59 @@
+"""Run settings, grouped the t5x way: small classes bound in gin instead of dozens of flat keyword arguments.
+
+`Cadence` holds what may change between a run and its resume without changing its results (how often to log,
+checkpoint and check for a stop); the model_dir's config comparison ignores that group as a whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Sequence, Union
+
+
+@dataclasses.dataclass(frozen=True)
+class Training:
+  """How steps are taken.
+
+  Attributes:
+    global_batch_size: examples per step over all replicas; must be divisible by the replica count.
+    grad_clip_norm: global-norm gradient clipping; None or 0 disables it.
+    reset_optimizer_per_task: zero the optimizer's step and moments at the start of each task.
+    precision: 'float32', 'mixed_bfloat16' or 'auto' (mixed_bfloat16 on TPU / GPU, float32 on CPU).
+    jit_compile: XLA-compile the per-replica step: True, False or 'auto' (on GPU only).
+    deterministic_ops: TensorFlow's op determinism (bit-exact reruns on GPU; CPU is deterministic anyway).
+  """
+  global_batch_size: int = 128
+  grad_clip_norm: Optional[float] = 1.0
+  reset_optimizer_per_task: bool = True
+  precision: str = 'auto'
+  jit_compile: Union[bool, str] = False
+  deterministic_ops: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+  """How seen tasks are evaluated.
+
+  Attributes:
+    batch_size: examples per evaluation step over all replicas (None: the training batch).
+    selections: prompt-selection modes evaluated; the first fills the accuracy matrix, the others are reported
+      beside it (methods without a prompt pool evaluate the first only).
+  """
+  batch_size: Optional[int] = None
+  selections: Sequence[str] = ('batchwise',)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cadence:
+  """How often things happen (never changes a result; ignored by the config comparison).
+
+  Attributes:
+    steps_per_loop: steps between train summaries and progress checks (checkpoint cadence is a multiple of it).
+    log_every_steps: progress-line cadence.
+    checkpoint_every_steps: checkpoint cadence within a task (one is also written at every task's end).
+    max_checkpoints_to_keep: newest checkpoints kept.
+  """
+  steps_per_loop: int = 20
+  log_every_steps: int = 50
+  checkpoint_every_steps: int = 500
+  max_checkpoints_to_keep: int = 2

@@ -1,0 +1,159 @@
+"""What a run tells the world: progress lines, the results files, and TensorBoard summaries.
+
+Only the chief writes files and summaries; every worker builds the same results dict (reading the prompt usage is a
+collective, so all workers do it at the same points).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import time
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+
+from l2p_tf import results as results_lib
+from l2p_tf.engine import run_dir
+
+
+def say(msg: str) -> None:
+  """A line for the person watching (stdout; the log keeps the details)."""
+  print(msg, flush=True)
+
+
+class ProgressAction:
+  """An orbit train action: a progress line (task, step/total, loss, accuracy, images/s, ETA) every N steps."""
+
+  def __init__(self, *, global_step: tf.Variable, total_tasks: int, log_every_steps: int):
+    self.total_tasks = total_tasks
+    self.log_every_steps = max(1, log_every_steps)
+    self.task = 0
+    self.task_name = ''
+    self.start_step = self.end_step = 0
+    self._t0 = time.perf_counter()
+    self._s0 = 0
+    self._last_logged = -1
+    self.global_step = global_step
+
+  def begin_task(self, task: int, name: str, start_step: int, end_step: int, current_step: int):
+    self.task, self.task_name = task, name
+    self.start_step, self.end_step = start_step, end_step
+    self._t0, self._s0 = time.perf_counter(), current_step
+    self._last_logged = current_step
+
+  def __call__(self, output):
+    step = int(self.global_step.numpy())
+    done = step >= self.end_step
+    if not done and step - self._last_logged < self.log_every_steps:
+      return
+    self._last_logged = step
+    total = self.end_step - self.start_step
+    rate = (step - self._s0) / max(time.perf_counter() - self._t0, 1e-9)
+    eta = datetime.timedelta(seconds=round((self.end_step - step) / rate)) if rate > 0 else '?'
+    say(f'[task {self.task + 1}/{self.total_tasks} {self.task_name}] step {step - self.start_step}/{total} '
+        f'({100.0 * (step - self.start_step) / max(total, 1):.0f}%)  loss {float(output["loss"]):.4f}  '
+        f'train_acc {float(output["train_accuracy"]):.2f}%  {float(output["images_per_second"]):.0f} img/s  '
+        f'ETA {eta}')
+
+
+@dataclasses.dataclass
+class EvalRecord:
+  """What evaluations produced besides the primary accuracy matrix (kept for the results files)."""
+  extra_matrices: dict  # {selection: (num_tasks, num_eval) accuracy matrix}
+  histograms: dict = dataclasses.field(default_factory=dict)  # {eval set name: prompt-selection counts}
+
+
+class Reporter:
+  """Builds the results dict and writes the results files and the eval summaries of one run.
+
+  Args:
+    model_dir: the run directory.
+    chief: whether this worker writes (others only build the dicts).
+    summary_root: where `eval/` summaries go (a scratch directory on non-chief workers).
+    built: the `experiment.Built` run (benchmark, method, training settings, task steps).
+    run_info: constant entries of every results dict (strategy, replicas, seed, precision, config hash, ...).
+  """
+
+  def __init__(self, *, model_dir: str, chief: bool, summary_root: str, built, run_info: dict):
+    self.model_dir = model_dir
+    self.chief = chief
+    self.built = built
+    self.bench = built.benchmark
+    self.run_info = run_info
+    self.names = self.bench.matrix_names()
+    self.eval_writer = tf.summary.create_file_writer(os.path.join(summary_root, 'eval')) if chief else (
+        tf.summary.create_noop_writer())
+
+  def write_run_files(self, operative: str, mode: str, step: int) -> None:
+    """config.gin (once per run: a resume keeps the stored config it was checked against) and class_names.txt."""
+    if not self.chief:
+      return
+    tf.io.gfile.makedirs(self.model_dir)
+    config_path = os.path.join(self.model_dir, run_dir.CONFIG_NAME)
+    if operative and mode == 'train' and not tf.io.gfile.exists(config_path):
+      results_lib.atomic_write(config_path, operative)
+      with self.eval_writer.as_default():
+        tf.summary.text('gin/operative_config', '```\n' + operative + '\n```', step=step)
+    try:  # For l2p_tf.export: class names without reaching for the data again.
+      results_lib.atomic_write(os.path.join(self.model_dir, 'class_names.txt'),
+                               ''.join(f'{c}\n' for c in self.bench.class_names))
+    except Exception as e:  # pylint: disable=broad-except  (names are a convenience; training goes on)
+      say(f'warning: could not write class_names.txt: {e}')
+
+  def results(self, acc: np.ndarray, done: int, usage: Optional[np.ndarray], record: EvalRecord, *,
+              global_step: int, wall_time: float, trace_count: int) -> dict:
+    """The results dict of the first `done` rows of `acc`."""
+    bench, rows = self.bench, acc[:done]
+    curves = bench.metric_curves(rows)
+    out = {
+        'benchmark': bench.name, 'scenario': bench.scenario, 'num_tasks': len(bench.tasks), 'tasks_done': done,
+        'complete': done == len(bench.tasks), 'eval_names': list(bench.eval_names),
+        'tasks': [{'name': task.name, 'classes': [int(c) for c in task.classes],
+                   'train_examples': int(bench.num_train_examples(k)), 'steps': int(self.built.task_steps[k])}
+                  for k, task in enumerate(bench.tasks)],
+        'accuracy_matrix': results_lib.matrix_to_lists(rows),
+        **curves,
+        'final': {k: (v[-1] if v else None) for k, v in curves.items()},
+    }
+    for s, m in record.extra_matrices.items():
+      out[f'accuracy_matrix_{s}'] = results_lib.matrix_to_lists(m[:done])
+    if usage is not None:
+      out['prompt_usage_train'] = usage[:done].astype(int).tolist()
+      out['prompt_histogram_eval'] = record.histograms
+    out.update({'global_step': global_step, **self.run_info, 'train_step_traces_this_process': trace_count,
+                'wall_time_seconds': round(wall_time, 1)})
+    return out
+
+  def write_files(self, res: dict, acc: np.ndarray, done: int) -> Optional[bytes]:
+    """results.json, accuracy_matrix.csv and .png (chief only); returns the PNG bytes."""
+    if not self.chief:
+      return None
+    return results_lib.write_all(self.model_dir, res, acc[:done], self.names)
+
+  def write_eval_results(self, res: dict) -> None:
+    if self.chief:
+      results_lib.atomic_write(os.path.join(self.model_dir, 'eval_results.json'), json.dumps(res, indent=2) + '\n')
+
+  def summarize_task(self, t: int, acc: np.ndarray, res: dict, usage: Optional[np.ndarray], record: EvalRecord,
+                     png: Optional[bytes], step: int) -> None:
+    """TensorBoard `eval/` after task t: per-task accuracies, the metrics, prompt usage, the matrix image."""
+    if not self.chief:
+      return
+    with self.eval_writer.as_default():
+      for i in self.bench.eval_ids_after(t):
+        tf.summary.scalar(f'accuracy_{i}', acc[t, i], step=step)
+      for k in ('avg_acc', 'forgetting', 'backward', 'learning_acc'):
+        if res.get(k) and res[k][-1] is not None:
+          tf.summary.scalar(k, res[k][-1], step=step)
+      for s, m in record.extra_matrices.items():
+        tf.summary.scalar(f'avg_acc_{s}', float(np.nanmean(m[t])), step=step)
+      if usage is not None:
+        ids = np.repeat(np.arange(usage.shape[1]), usage[t].astype(np.int64))
+        tf.summary.histogram(f'prompt_usage/task_{t}', ids.astype(np.float32), step=step, buckets=usage.shape[1])
+      if png is not None:
+        tf.summary.image('accuracy_matrix', tf.image.decode_png(png)[None], step=step)
+    self.eval_writer.flush()

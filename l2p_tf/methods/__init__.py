@@ -1,0 +1,1 @@
+"""Continual-learning methods, one module each, on the contract of `base.Method`."""

@@ -1,0 +1,18 @@
+"""`python -m tests.mock_pretrain FLAGS...`: l2p_tf.pretrain on `tfds.testing.mock_data` (deterministic random images,
+nothing read or downloaded), for tests that need a real process (signals)."""
+
+import os
+
+os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
+
+from absl import app  # pylint: disable=g-import-not-at-top,g-bad-import-order
+import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+from l2p_tf import cli  # pylint: disable=g-import-not-at-top
+from l2p_tf import pretrain  # pylint: disable=g-import-not-at-top
+
+if __name__ == '__main__':
+  cli.define_flags('Directory for checkpoints, summaries and the exported .npz.')
+  cli.define_run_flags()
+  with tfds.testing.mock_data(num_examples=500):
+    app.run(pretrain.main)
