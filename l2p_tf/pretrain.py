@@ -5,7 +5,7 @@ r"""Supervised pretraining of a ViT from scratch, ending with an export to the o
 
 Trains `VisionTransformer(num_classes=len(classes))` on a tfds dataset, or a class subset of one (labels become
 positions in the subset), with AdamW (decoupled weight decay on kernels only), linear warm-up then cosine decay,
-label smoothing, and random-resized-crop / flip / RandAugment-style augmentation (`l2p_tf/augment.py`), all gin
+label smoothing, and random-resized-crop / flip / RandAugment-style augmentation (`l2p_tf/data/augment.py`), all gin
 options of `run`. It runs on the same strategies as the continual trainer (`--strategy`), checkpoints every
 `checkpoint_every_steps` and at each epoch's end, evaluates on the held-out test images of the same classes after
 every epoch (TensorBoard: model_dir/train, model_dir/eval), and resumes from the newest checkpoint when rerun (the
@@ -53,12 +53,11 @@ class Augmentation:
 
 def _load_split(dataset: str, split: str, subset, *, data_dir, manual_dir):
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from l2p_tf import continual  # pylint: disable=g-import-not-at-top
-  from l2p_tf import input_pipeline  # pylint: disable=g-import-not-at-top
-  builder = input_pipeline.get_builder(dataset, data_dir=data_dir, manual_dir=manual_dir)
+  from l2p_tf.data import sources  # pylint: disable=g-import-not-at-top
+  builder = sources.get_builder(dataset, data_dir=data_dir, manual_dir=manual_dir)
   num_classes = builder.info.features['label'].num_classes
-  ids = continual.parse_classes(subset, num_classes)
-  images, labels = input_pipeline.load_arrays(builder, split)
+  ids = sources.parse_classes(subset, num_classes)
+  images, labels = sources.load_arrays(builder, split)
   if ids is None:
     return images, labels.astype(np.int64), list(builder.info.features['label'].names)
   lut = np.full(num_classes, -1, np.int64)
@@ -74,10 +73,10 @@ def train_dataset(images, labels, input_context, *, global_batch_size: int, step
   """Per-replica batches {'image', 'label'} of steps [start_step, steps) of a seeded multi-epoch plan."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from l2p_tf import augment  # pylint: disable=g-import-not-at-top
-  from l2p_tf import input_pipeline  # pylint: disable=g-import-not-at-top
-  from l2p_tf import preprocessing  # pylint: disable=g-import-not-at-top
-  plan = input_pipeline.epoch_plan(len(labels), steps=steps, global_batch_size=global_batch_size, seed=seed, task=0)
+  from l2p_tf.data import augment  # pylint: disable=g-import-not-at-top
+  from l2p_tf.data import pipelines  # pylint: disable=g-import-not-at-top
+  from l2p_tf.data import preprocessing  # pylint: disable=g-import-not-at-top
+  plan = pipelines.epoch_plan(len(labels), steps=steps, global_batch_size=global_batch_size, seed=seed, task=0)
   ctx = input_context or tf.distribute.InputContext()
   b = ctx.get_per_replica_batch_size(global_batch_size)
   per_pipeline = global_batch_size // ctx.num_input_pipelines
@@ -85,7 +84,7 @@ def train_dataset(images, labels, input_context, *, global_batch_size: int, step
   element = np.arange(steps * global_batch_size, dtype=np.int64).reshape(steps, global_batch_size)
   rows = plan[start_step:, cols].reshape(-1)
   index = element[start_step:, cols].reshape(-1)
-  base = input_pipeline.seed_base(seed, 1_000_003)
+  base = pipelines.seed_base(seed, 1_000_003)
   images_t, labels_t = tf.constant(images), tf.constant(labels.astype(np.int32))
 
   def fn(row, i):
@@ -107,10 +106,11 @@ def train_dataset(images, labels, input_context, *, global_batch_size: int, step
 def eval_dataset(images, labels, input_context, *, global_batch_size: int, image_size: int):
   """Every test example once, padded to whole global batches ({'image', 'label', 'valid'})."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from l2p_tf import input_pipeline  # pylint: disable=g-import-not-at-top
-  part = input_pipeline.ArrayPart(images=images, labels=labels, indices=np.arange(len(labels), dtype=np.int64))
-  return input_pipeline.array_eval_dataset(part, input_context=input_context, global_batch_size=global_batch_size,
-                                           preprocess=input_pipeline.PreprocessConfig(image_size=image_size))
+  from l2p_tf.data import pipelines  # pylint: disable=g-import-not-at-top
+  from l2p_tf.data import sources  # pylint: disable=g-import-not-at-top
+  part = sources.ArrayPart(images=images, labels=labels, indices=np.arange(len(labels), dtype=np.int64))
+  return pipelines.array_eval_dataset(part, input_context=input_context, global_batch_size=global_batch_size,
+                                      preprocess=pipelines.PreprocessConfig(image_size=image_size))
 
 
 def export_npz(vit, path: str, dtype: str = 'float16') -> str:

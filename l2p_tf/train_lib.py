@@ -32,17 +32,18 @@ import tensorflow as tf
 import tf_keras
 
 from l2p_tf import cl_metrics
-from l2p_tf import continual
 from l2p_tf import evaluator as evaluator_lib
 from l2p_tf import faults
 from l2p_tf import gin_utils
-from l2p_tf import input_pipeline
 from l2p_tf import model_dir as model_dir_lib
 from l2p_tf import optimizers
 from l2p_tf import precision as precision_lib
 from l2p_tf import results as results_lib
 from l2p_tf import trainer as trainer_lib
 from l2p_tf.checkpoints import npz_loader
+from l2p_tf.data import gaussian
+from l2p_tf.data import segmented
+from l2p_tf.data import sources
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
@@ -233,7 +234,7 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
   Args:
     model_dir: where checkpoints, summaries, `config.gin` and the results files go.
     strategy: a `tf.distribute` strategy (everything that creates variables is built under its scope).
-    benchmark: `benchmark(data_dir=..., manual_dir=...)` -> a `continual.ContinualBenchmark`.
+    benchmark: `benchmark(data_dir=..., manual_dir=...)` -> an `l2p_tf.data.benchmark.ContinualBenchmark`.
     vit: `vit()` -> a `VisionTransformer` (the backbone).
     model: `model(vit=..., prompt_pool=..., num_classes=...)` -> an `L2PModel`.
     optimizer: `optimizer(global_batch_size=...)` -> a tf_keras optimizer.
@@ -573,8 +574,8 @@ def _run_locked(*, model_dir, strategy, mode, data_dir, manual_dir, init_checkpo
             '(a changed config needs --overwrite, which moves this run aside).') from None
       except tf.errors.DataLossError as e:
         raise RuntimeError(f'Corrupt data while training task {t + 1} ({bench.tasks[t].name}): '
-                           f'{input_pipeline.op_error_text(e)}. Delete the prepared dataset under --tfds_data_dir '
-                           f'({data_dir or input_pipeline.default_data_dir()}) and rerun to prepare it again.'
+                           f'{sources.op_error_text(e)}. Delete the prepared dataset under --tfds_data_dir '
+                           f'({data_dir or sources.default_data_dir()}) and rerun to prepare it again.'
                           ) from None
       finally:
         # Free the task's iterator here, by reference count. The trainer sits in reference cycles (its
@@ -634,14 +635,14 @@ def _check_data(bench, task_steps: Sequence[int], global_batch_size: int) -> Non
                        'Check the benchmark\'s classes and that the data set is complete.')
   # Labels the data actually holds (in-memory sources; streamed ones are checked by the loss on CPU / NaN check).
   parts = []
-  if isinstance(bench, continual.SegmentedBenchmark):
+  if isinstance(bench, segmented.SegmentedBenchmark):
     parts += [(f'task {t} ({task.name}) training data', bench.train_part(t)) for t, task in enumerate(bench.tasks)]
-  elif isinstance(bench, continual.GaussianBenchmark):
+  elif isinstance(bench, gaussian.GaussianBenchmark):
     parts.append(('the training pool', bench.train_part()))
   for i, name in enumerate(bench.eval_names):
     parts.append((f'evaluation set {i} ({name})', bench._eval_part(i)))  # pylint: disable=protected-access
   for what, part in parts:
-    if isinstance(part, input_pipeline.ArrayPart) and len(part.indices):
+    if isinstance(part, sources.ArrayPart) and len(part.indices):
       labels = np.asarray(part.labels)[part.indices]
       low, high = int(labels.min()), int(labels.max())
       if low < 0 or high >= bench.num_classes:
