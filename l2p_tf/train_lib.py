@@ -31,7 +31,6 @@ import orbit
 import tensorflow as tf
 import tf_keras
 
-from l2p_tf import cl_metrics
 from l2p_tf import evaluator as evaluator_lib
 from l2p_tf import faults
 from l2p_tf import gin_utils
@@ -41,8 +40,6 @@ from l2p_tf import precision as precision_lib
 from l2p_tf import results as results_lib
 from l2p_tf import trainer as trainer_lib
 from l2p_tf.checkpoints import npz_loader
-from l2p_tf.data import gaussian
-from l2p_tf.data import segmented
 from l2p_tf.data import sources
 
 
@@ -209,16 +206,6 @@ class ProgressAction:
          f'ETA {eta}')
 
 
-def _metric_curves(acc: np.ndarray, scenario: str) -> dict:
-  if scenario == 'task_agnostic':
-    done = [float(r[0]) for r in acc if not np.isnan(r[0])]
-    return {'avg_acc': done, 'forgetting': [None] * len(done), 'backward': [None] * len(done),
-            'learning_acc': [None] * len(done)}
-  if scenario == 'joint':
-    return cl_metrics.joint_curves(acc)
-  return cl_metrics.metric_curves(acc)
-
-
 def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable, vit: Callable, model: Callable,
         optimizer: Callable = optimizers.build_optimizer, prompt_pool: Optional[Callable] = None,
         mode: str = 'train', data_dir: Optional[str] = None, manual_dir: Optional[str] = None,
@@ -291,12 +278,7 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
   bench = benchmark(data_dir=data_dir, manual_dir=manual_dir)  # Reads no data yet.
   num_tasks = len(bench.tasks)
   num_eval = len(bench.eval_names)
-  for task in bench.tasks:
-    out_of_range = [c for c in task.classes if not 0 <= c < bench.num_classes]
-    if out_of_range:
-      raise ValueError(f'Task {task.index} ({task.name}) trains classes {out_of_range[:5]} outside the head\'s range '
-                       f'0..{bench.num_classes - 1} ({bench.num_classes} classes of {bench.name}); fix the '
-                       'benchmark\'s num_classes or its class ids.')
+  bench.check_classes()
 
   # The dtype policy is read by each layer when it is built, so it only needs to cover the construction.
   with strategy.scope(), precision_lib.policy_scope(precision, strategy) as policy_name:
@@ -383,9 +365,8 @@ def _run_locked(*, model_dir, strategy, mode, data_dir, manual_dir, init_checkpo
 
   # Counting the examples prepares the data (a download, or reading --tfds_manual_dir): only after the model is
   # built and the backbone read, so a configuration mistake fails in seconds, before any data work.
-  task_steps = [bench.steps_per_task(t, global_batch_size) for t in range(num_tasks)]
+  task_steps = bench.check_data(global_batch_size)
   task_starts = np.concatenate([[0], np.cumsum(task_steps)]).astype(int).tolist()
-  _check_data(bench, task_steps, global_batch_size)
 
   trainer = trainer_lib.L2PTrainer(
       strategy=strategy, model=net, optimizer=opt, global_step=state.global_step, task_index=state.task_index,
@@ -438,7 +419,7 @@ def _run_locked(*, model_dir, strategy, mode, data_dir, manual_dir, init_checkpo
           lambda ctx: bench.eval_dataset(i, ctx, global_batch_size=eval_batch_size))
     return eval_datasets[i]
 
-  names = [t.name for t in bench.tasks] if bench.scenario != 'joint' else list(bench.eval_names)
+  names = bench.matrix_names()
   extra_matrices = {s: np.full((num_tasks, num_eval), np.nan) for s in evaluator.selections[1:]}
   eval_histograms = {}
 
@@ -464,7 +445,7 @@ def _run_locked(*, model_dir, strategy, mode, data_dir, manual_dir, init_checkpo
 
   def build_results(acc: np.ndarray, done: int, usage) -> dict:
     rows = acc[:done]
-    curves = _metric_curves(rows, bench.scenario)
+    curves = bench.metric_curves(rows)
     out = {
         'benchmark': bench.name, 'scenario': bench.scenario, 'num_tasks': num_tasks, 'tasks_done': done,
         'complete': done == num_tasks, 'eval_names': list(bench.eval_names),
@@ -526,8 +507,8 @@ def _run_locked(*, model_dir, strategy, mode, data_dir, manual_dir, init_checkpo
     res = build_results(acc_eval, t + 1, read_usage())
     if chief:
       results_lib.atomic_write(os.path.join(model_dir, 'eval_results.json'), json.dumps(res, indent=2) + '\n')
-    _say(cl_metrics.format_matrix(acc_eval[:t + 1], names) if bench.scenario != 'task_agnostic' else
-         f'accuracy on {bench.eval_names[0]}: {row[0]:.2f}%')
+    for line in bench.eval_lines(t, acc_eval):
+      _say(line)
     return res
 
   res = build_results(acc, done, read_usage())
@@ -592,16 +573,8 @@ def _run_locked(*, model_dir, strategy, mode, data_dir, manual_dir, init_checkpo
     wall_start = time.time()
     manager.save(check_interval=False, force=True)  # Same step as the task-end checkpoint, new name.
     res = record(t, acc, t + 1)
-    if bench.scenario == 'task_agnostic':
-      _say(f'after segment {t + 1}: accuracy on {bench.eval_names[0]} {acc[t, 0]:.2f}%')
-    elif bench.scenario == 'joint':
-      _say('joint training, accuracy per task: ' + ', '.join(
-          f'{n} {a:.2f}' for n, a in zip(bench.eval_names, acc[t])) + f'; avg_acc {res["final"]["avg_acc"]:.2f}')
-    else:
-      _say(cl_metrics.format_matrix(acc[:t + 1], names))
-      f = res['final']
-      _say(f'after task {t + 1}: avg_acc {f["avg_acc"]:.2f}  forgetting '
-           f'{"-" if f["forgetting"] is None else format(f["forgetting"], ".2f")}')
+    for line in bench.progress_lines(t, acc, res['final']):
+      _say(line)
     faults.point('task_end')
   if not chief:
     shutil.rmtree(os.path.join(model_dir, f'.worker_{strategy.cluster_resolver.task_id}'), ignore_errors=True)
@@ -612,45 +585,3 @@ def _run_locked(*, model_dir, strategy, mode, data_dir, manual_dir, init_checkpo
   sys.stdout.flush()
   return res
 
-
-def _check_data(bench, task_steps: Sequence[int], global_batch_size: int) -> None:
-  """Build-time checks of the prepared data: every task and evaluation set has examples, labels fit the head.
-
-  Raises:
-    ValueError: naming the task and what to change.
-  """
-  for t, n in enumerate(task_steps):
-    examples = bench.num_train_examples(t)
-    if examples == 0:
-      raise ValueError(f'Task {t} ({bench.tasks[t].name}) has no training examples: none of its classes '
-                       f'{_short(bench.tasks[t].classes)} is in the training data. Check the benchmark\'s classes '
-                       '(class_order, num_tasks, datasets) and that the data set is complete.')
-    if n <= 0:
-      raise ValueError(f'Task {t} ({bench.tasks[t].name}) has {examples} training examples, fewer than one global '
-                       f'batch of {global_batch_size}: it would train for 0 steps. Lower global_batch_size or check '
-                       'the task definition.')
-  for i, name in enumerate(bench.eval_names):
-    if bench.num_eval_examples(i) == 0:
-      raise ValueError(f'Evaluation set {i} ({name}) has no examples: none of its classes is in the test data. '
-                       'Check the benchmark\'s classes and that the data set is complete.')
-  # Labels the data actually holds (in-memory sources; streamed ones are checked by the loss on CPU / NaN check).
-  parts = []
-  if isinstance(bench, segmented.SegmentedBenchmark):
-    parts += [(f'task {t} ({task.name}) training data', bench.train_part(t)) for t, task in enumerate(bench.tasks)]
-  elif isinstance(bench, gaussian.GaussianBenchmark):
-    parts.append(('the training pool', bench.train_part()))
-  for i, name in enumerate(bench.eval_names):
-    parts.append((f'evaluation set {i} ({name})', bench._eval_part(i)))  # pylint: disable=protected-access
-  for what, part in parts:
-    if isinstance(part, sources.ArrayPart) and len(part.indices):
-      labels = np.asarray(part.labels)[part.indices]
-      low, high = int(labels.min()), int(labels.max())
-      if low < 0 or high >= bench.num_classes:
-        raise ValueError(f'The labels of {what} range over {low}..{high}, outside the head\'s {bench.num_classes} '
-                         f'classes (0..{bench.num_classes - 1}) of {bench.name}: fix the benchmark\'s num_classes or '
-                         'its label offsets.')
-
-
-def _short(classes: Sequence[int], n: int = 8) -> str:
-  classes = list(classes)
-  return str(classes) if len(classes) <= n else f'[{", ".join(map(str, classes[:n]))}, ... ({len(classes)} classes)]'
