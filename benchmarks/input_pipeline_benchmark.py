@@ -24,8 +24,9 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
-from l2p_tf import continual
-from l2p_tf import input_pipeline
+from l2p_tf.data import benchmarks
+from l2p_tf.data import pipelines
+from l2p_tf.data import sources
 
 
 def _define_flags():
@@ -59,26 +60,27 @@ def measure(*, data: str = 'synthetic', data_dir=None, manual_dir=None, global_b
   """[(pipeline, images/s)] for the training pipeline (without and with JPEG round trip) and the eval pipeline."""
   gbs, size = global_batch_size, image_size
   if data == 'cifar100':
-    bench = continual.split_cifar100(data_dir=data_dir, manual_dir=manual_dir, image_size=size)
+    bench = benchmarks.split_cifar100(data_dir=data_dir, manual_dir=manual_dir,
+                                      preprocess=pipelines.PreprocessConfig(image_size=size))
     part = bench.train_part(0)
   else:
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (5000, 32, 32, 3), dtype=np.uint8)
-    part = input_pipeline.ArrayPart(images=images, labels=rng.integers(0, 10, 5000), indices=np.arange(5000))
+    part = sources.ArrayPart(images=images, labels=rng.integers(0, 10, 5000), indices=np.arange(5000))
   steps = warmup + batches
-  plan = input_pipeline.epoch_plan(part.num_examples, steps=steps, global_batch_size=gbs, seed=0, task=0)
+  plan = pipelines.epoch_plan(part.num_examples, steps=steps, global_batch_size=gbs, seed=0, task=0)
   masks = np.ones((1, 100), bool)
   rows = []
   for label, jpeg in (('train, 32 -> 224, augmentation', False), ('train, + JPEG round trip', True)):
-    ds = input_pipeline.array_train_dataset(
+    ds = pipelines.array_train_dataset(
         part, plan, masks=masks, mask_ids=None, seed=0, input_context=None, global_batch_size=gbs,
-        preprocess=input_pipeline.PreprocessConfig(image_size=size, jpeg_round_trip=jpeg))
+        preprocess=pipelines.PreprocessConfig(image_size=size, jpeg_round_trip=jpeg))
     rows.append((label, _time(ds, warmup, batches, gbs)))
-  eval_part = input_pipeline.ArrayPart(images=part.images, labels=part.labels,
-                                       indices=part.indices[:gbs * steps] if len(part.indices) >= gbs * steps
-                                       else np.resize(part.indices, gbs * steps))
-  ds = input_pipeline.array_eval_dataset(eval_part, input_context=None, global_batch_size=gbs,
-                                         preprocess=input_pipeline.PreprocessConfig(image_size=size))
+  eval_part = sources.ArrayPart(images=part.images, labels=part.labels,
+                                indices=part.indices[:gbs * steps] if len(part.indices) >= gbs * steps
+                                else np.resize(part.indices, gbs * steps))
+  ds = pipelines.array_eval_dataset(eval_part, input_context=None, global_batch_size=gbs,
+                                    preprocess=pipelines.PreprocessConfig(image_size=size))
   rows.append(('eval, 32 -> 256 -> centre 224', _time(ds, warmup, batches, gbs)))
   return rows
 

@@ -18,7 +18,7 @@ first folder that exists is used:
 
 notMNIST: the public IDX conversion ships a 10,000-image test sample (`t10k-*`, 1,000 letters A-J each) and
 sometimes a training set (`train-*`). The builder writes a `test` split from `t10k-*` and a `train` split from
-`train-*` when those files exist; `l2p_tf.input_pipeline` splits `test` 80/20 when there is no `train` split (what
+`train-*` when those files exist; `l2p_tf.data.sources` splits `test` 80/20 when there is no `train` split (what
 the official L2P code does with its single notMNIST split).
 """
 

@@ -48,7 +48,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top,g-bad-import-order
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,g-bad-import-order
 
 from l2p_tf import gin_utils  # pylint: disable=g-import-not-at-top
-from l2p_tf import preprocessing  # pylint: disable=g-import-not-at-top
+from l2p_tf.data import preprocessing  # pylint: disable=g-import-not-at-top
 
 SIGNATURES = ('serving_default', 'batchwise', 'preprocess', 'metadata')
 # Prompt selection of each classifying signature.

@@ -1,10 +1,10 @@
-"""Tests of l2p_tf.augment: each operation's effect, ranges, shapes and seeded determinism."""
+"""Tests of l2p_tf.data.augment: each operation's effect, ranges, shapes and seeded determinism."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from l2p_tf import augment
+from l2p_tf.data import augment
 
 
 def _image(seed=0, size=16):

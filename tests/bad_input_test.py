@@ -20,14 +20,14 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from l2p_tf import input_pipeline
 from l2p_tf import main as main_lib
+from l2p_tf.data import sources
 from tests import test_util
 from tests.runs import run_experiment
 from tests.runs import snapshot
 
 TINY = ['--gin_file=experiments/cifar100_l2p.gin', '--gin_file=local_tiny.gin']
-ONLY_MNIST = "--gin_bindings=continual.five_datasets.datasets = ('mnist',)"
+ONLY_MNIST = "--gin_bindings=benchmarks.five_datasets.datasets = ('mnist',)"
 
 
 @pytest.fixture
@@ -148,7 +148,7 @@ def test_unknown_dataset_name(capsys, tmp_path):
   fresh = tmp_path / 'never_created'
   code, err, out = run_main(capsys, [f'--model_dir={fresh}', '--gin_file=experiments/five_datasets_l2p.gin',
                                 '--gin_file=local_tiny.gin',
-                                "--gin_bindings=continual.five_datasets.datasets = ('cifar10', 'mnistt')"])
+                                "--gin_bindings=benchmarks.five_datasets.datasets = ('cifar10', 'mnistt')"])
   assert_one_error(code, err, "unknown dataset 'mnistt'", "known: ['cifar10', 'mnist', 'svhn_cropped'")
   assert not fresh.exists()
 
@@ -181,7 +181,7 @@ def test_corrupt_tfrecord(capsys, model_dir, tmp_path):
   for prefix, n in (('train', 64), ('t10k', 32)):
     _write_idx(manual / 'mnist' / f'{prefix}-images-idx3-ubyte.gz', rng.integers(0, 255, (n, 28, 28)))
     _write_idx(manual / 'mnist' / f'{prefix}-labels-idx1-ubyte.gz', np.arange(n) % 10)
-  builder = input_pipeline.get_builder('mnist', data_dir=str(data_dir), manual_dir=str(manual))
+  builder = sources.get_builder('mnist', data_dir=str(data_dir), manual_dir=str(manual))
   record = tf.io.gfile.glob(os.path.join(builder.data_dir, '*train.tfrecord*'))[0]
   raw = bytearray(open(record, 'rb').read())
   raw[len(raw) // 2:len(raw) // 2 + 64] = b'\xff' * 64
@@ -284,7 +284,7 @@ def test_model_dir_of_a_different_config_is_refused_and_overwrite_moves_it_aside
       before['results.json'])['accuracy_matrix']
   # --overwrite: the old run is moved aside intact (and the message says where), and a new one starts.
   before_overwrite = snapshot(model_dir)
-  code, err, out = run_main(capsys, [*args, '--overwrite', '--gin_bindings=continual.split_cifar100.max_tasks = 1'],
+  code, err, out = run_main(capsys, [*args, '--overwrite', '--gin_bindings=benchmarks.Limits.max_tasks = 1'],
                             mock())
   assert code == 0, err
   moved = [p for p in tmp_path.iterdir() if p.name.startswith('run.overwritten-')]

@@ -30,7 +30,9 @@ def shared_data_dirs():
   os.makedirs(CACHE_DIR, exist_ok=True)
   with open(os.path.join(CACHE_DIR, '.lock'), 'w') as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
-    from l2p_tf import continual  # pylint: disable=g-import-not-at-top
-    bench = continual.split_cifar100(data_dir=CACHE_DIR, manual_dir=test_util.SHARED_DATA, image_size=32)
+    from l2p_tf.data import benchmarks  # pylint: disable=g-import-not-at-top
+    from l2p_tf.data import pipelines  # pylint: disable=g-import-not-at-top
+    bench = benchmarks.split_cifar100(data_dir=CACHE_DIR, manual_dir=test_util.SHARED_DATA,
+                                      preprocess=pipelines.PreprocessConfig(image_size=32))
     bench.num_train_examples(0)  # Prepares the builder (writes its records) if needed.
   return CACHE_DIR, test_util.SHARED_DATA

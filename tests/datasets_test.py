@@ -15,8 +15,9 @@ import tensorflow_datasets as tfds
 
 import datasets  # pylint: disable=unused-import  # Registers the builders.
 from datasets.domainnet.domainnet_dataset_builder_test import DomainnetContinualTest  # pylint: disable=unused-import
-from l2p_tf import continual
-from l2p_tf import input_pipeline
+from l2p_tf.data import benchmarks
+from l2p_tf.data import pipelines
+from l2p_tf.data import sources
 from tests import test_util
 
 
@@ -33,7 +34,7 @@ def _prepared(name, manual_dir, data_dir):
 
 
 def _by_image(builder, split):
-  images, labels = input_pipeline.load_arrays(builder, split)
+  images, labels = sources.load_arrays(builder, split)
   return {img.tobytes(): int(lab) for img, lab in zip(images, labels)}
 
 
@@ -110,7 +111,8 @@ class LocalBuildersTest(tf.test.TestCase):
     return expected
 
   def test_mnist_and_fashion_mnist_local(self):
-    for name, sub, ref in (('mnist_local', 'mnist', 'mnist'), ('fashion_mnist_local', 'fashion-mnist', 'fashion_mnist')):
+    for name, sub, ref in (('mnist_local', 'mnist', 'mnist'), ('fashion_mnist_local', 'fashion-mnist',
+                                                               'fashion_mnist')):
       expected = self._idx_files(os.path.join(self.manual, sub))
       builder = _prepared(name, self.manual, self.data_dir)
       self._assert_same_features(builder, ref)
@@ -125,8 +127,8 @@ class LocalBuildersTest(tf.test.TestCase):
     self.assertEqual(list(builder.info.splits.keys()), ['test'])
     self.assertEqual(builder.info.features['label'].names, list('ABCDEFGHIJ'))
     self.assertEqual(_by_image(builder, 'test'), expected['test'])
-    b = continual.five_datasets(datasets=('not_mnist',), data_dir=self.data_dir, manual_dir=self.manual,
-                                image_size=8)
+    b = benchmarks.five_datasets(datasets=('not_mnist',), data_dir=self.data_dir, manual_dir=self.manual,
+                                 preprocess=pipelines.PreprocessConfig(image_size=8))
     self.assertEqual(b.num_train_examples(0) + b.num_eval_examples(0), 5)
     self.assertEqual(b.num_train_examples(0), 4)  # test[:80%] of 5 examples.
 
@@ -167,7 +169,8 @@ class RealCifar100Test(tf.test.TestCase):
   def setUpClass(cls):
     super().setUpClass()
     cls.data_dir = tempfile.mkdtemp()
-    cls.benchmark = continual.split_cifar100(data_dir=cls.data_dir, manual_dir=test_util.SHARED_DATA, image_size=32)
+    cls.benchmark = benchmarks.split_cifar100(data_dir=cls.data_dir, manual_dir=test_util.SHARED_DATA,
+                                              preprocess=pipelines.PreprocessConfig(image_size=32))
     with open(os.path.join(CIFAR100_DIR, 'train'), 'rb') as f:
       cls.train = pickle.load(f, encoding='latin1')
 

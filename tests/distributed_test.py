@@ -60,8 +60,8 @@ def test_learns_on_real_cifar100(tmp_path, shared_data_dirs):
   """The quickstart's model and settings on 2 real tasks: accuracy clearly above chance."""
   data_dir, manual_dir = shared_data_dirs
   gin_utils.parse(['experiments/quickstart.gin'], [
-      'continual.split_cifar100.max_tasks = 2', 'continual.split_cifar100.max_train_examples_per_task = 2500',
-      'continual.split_cifar100.max_eval_examples_per_task = 500'])
+      'benchmarks.Limits.max_tasks = 2', 'benchmarks.Limits.max_train_examples_per_task = 2500',
+      'benchmarks.Limits.max_eval_examples_per_task = 500'])
   try:
     res = gin.get_configurable(loop.run)(model_dir=str(tmp_path / 'run'),
                                               strategy=tf.distribute.OneDeviceStrategy('/cpu:0'),

@@ -20,11 +20,10 @@ import tensorflow_datasets as tfds
 
 from l2p_tf import export as export_lib
 from l2p_tf import gin_utils
-from l2p_tf import input_pipeline
 from l2p_tf import predict as predict_lib
-from l2p_tf import preprocessing
+from l2p_tf.data import pipelines
+from l2p_tf.data import preprocessing
 from l2p_tf.engine import loop
-from l2p_tf.engine import preemption
 
 EVAL_BATCH = 24
 
@@ -50,7 +49,7 @@ def trained(tmp_path_factory):
     for i in bench.eval_ids_after(bench.num_tasks - 1):
       # The evaluation pipeline's rows, batch by batch (one replica, one pipeline, as OneDeviceStrategy evaluates).
       part = bench._eval_part(i)  # pylint: disable=protected-access
-      pos, valid = input_pipeline.eval_rows(part.num_examples, run.eval_batch_size, None)
+      pos, valid = pipelines.eval_rows(part.num_examples, run.eval_batch_size, None)
       rows = np.asarray(part.indices)[pos]
       pipeline = list(bench.eval_dataset(i, None, global_batch_size=run.eval_batch_size))
       assert len(pipeline) * run.eval_batch_size == len(rows)

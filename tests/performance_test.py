@@ -19,10 +19,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 import tf_keras
 
-from l2p_tf import continual
 from l2p_tf import flops
 from l2p_tf import gin_utils
-from l2p_tf import input_pipeline
 from l2p_tf import optimizers
 from l2p_tf.engine import precision
 from l2p_tf.engine import loop
@@ -32,6 +30,10 @@ from l2p_tf.engine import experiment
 from l2p_tf.engine import trainer as trainer_lib
 from l2p_tf.methods import l2p as l2p_method
 from l2p_tf.checkpoints import npz_loader
+from l2p_tf.data import benchmark as benchmark_lib
+from l2p_tf.data import pipelines
+from l2p_tf.data import segmented
+from l2p_tf.data import sources
 from l2p_tf.models import l2p_model
 from l2p_tf.models import prompt_pool as prompt_pool_lib
 from l2p_tf.models import vit as vit_lib
@@ -186,16 +188,17 @@ def color_benchmark(*, num_classes=10, train_per_class=150, eval_per_class=60, s
   train_x, train_y = make(train_per_class)
   eval_x, eval_y = make(eval_per_class)
   half = num_classes // 2
-  tasks = [continual.Task(index=t, name=f'task_{t}', classes=tuple(range(t * half, (t + 1) * half)))
+  tasks = [benchmark_lib.Task(index=t, name=f'task_{t}', classes=tuple(range(t * half, (t + 1) * half)))
            for t in range(2)]
 
   def part(x, y, t):
-    return lambda: input_pipeline.ArrayPart(images=x, labels=y, indices=np.flatnonzero(
+    return lambda: sources.ArrayPart(images=x, labels=y, indices=np.flatnonzero(
         np.isin(y, tasks[t].classes)))
 
-  return continual.SegmentedBenchmark(
+  return segmented.SegmentedBenchmark(
       name='colors', num_classes=num_classes, class_names=[f'c{i}' for i in range(num_classes)], tasks=tasks,
-      scenario='class_incremental', eval_names=[t.name for t in tasks], epochs=2, image_size=32,
+      scenario='class_incremental', eval_names=[t.name for t in tasks], epochs=2,
+      preprocess=pipelines.PreprocessConfig(image_size=32),
       train_parts=[part(train_x, train_y, t) for t in range(2)], eval_parts=[part(eval_x, eval_y, t) for t in range(2)])
 
 

@@ -1,9 +1,9 @@
-"""Tests of l2p_tf.preprocessing: sizes, ranges, determinism, grayscale handling, centre crop geometry."""
+"""Tests of l2p_tf.data.preprocessing: sizes, ranges, determinism, grayscale handling, centre crop geometry."""
 
 import numpy as np
 import tensorflow as tf
 
-from l2p_tf import preprocessing
+from l2p_tf.data import preprocessing
 
 
 def _image(h=32, w=32, c=3, seed=0):

@@ -15,9 +15,10 @@ def one_device():
   return tf.distribute.OneDeviceStrategy('/cpu:0')
 
 
-def run_experiment(model_dir, experiment, bindings=(), strategy=None, data_dir=None, manual_dir=None, **kwargs):
-  """Parses experiment + local_tiny (+ bindings) and runs engine.loop.run; clears gin afterwards."""
-  files = [f'experiments/{experiment}.gin', 'local_tiny.gin']
+def run_experiment(model_dir, experiment, bindings=(), strategy=None, data_dir=None, manual_dir=None, files_after=(),
+                   **kwargs):
+  """Parses experiment + local_tiny (+ files_after, + bindings) and runs engine.loop.run; clears gin afterwards."""
+  files = [f'experiments/{experiment}.gin', 'local_tiny.gin', *files_after]
   gin_utils.parse(files, list(bindings))
   try:
     return gin.get_configurable(loop.run)(

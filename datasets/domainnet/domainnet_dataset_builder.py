@@ -2,7 +2,7 @@
 
 Splits are per domain (`real_train`, `real_test`, `painting_train`, ...), so one domain is read without touching the
 others, and tfds split arithmetic gives any union (`'real_train+sketch_train'`). The continual protocol built on top of
-it (l2p_tf.continual.domainnet) is documented in README.md next to this file.
+it (l2p_tf.data.benchmarks.domainnet) is documented in README.md next to this file.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""tfds -> per-task examples -> deterministic, resumable, per-replica batches.
+"""Parts -> deterministic, resumable, per-replica tf.data batches (training and evaluation).
 
-Two kinds of sources:
+Two kinds of parts (`l2p_tf.data.sources`):
 
 * `ArrayPart` (CIFAR, MNIST, SVHN, notMNIST, Fashion-MNIST): the decoded split is held in memory once as a uint8
   array (50,000 CIFAR images are 150 MB; the 224x224 crops are never cached). A training run is a *plan*: an int
@@ -24,215 +24,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import re
-from typing import Optional, Sequence
+from typing import Optional
 
-from absl import logging
 import numpy as np
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
-from l2p_tf import preprocessing
-
-# tfds builders each benchmark may read, by their tfds name (the names the benchmarks use).
-TFDS_NAMES = ('cifar100', 'cifar10', 'mnist', 'fashion_mnist', 'svhn_cropped', 'not_mnist', 'domainnet_continual')
-DOMAINNET = 'domainnet_continual'
-
-
-def _local_builders():
-  import datasets  # pylint: disable=g-import-not-at-top  # Registers the local builders with tfds.
-  return datasets.local_files
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Builders.
-
-
-def get_builder(name: str, *, data_dir: Optional[str] = None, manual_dir: Optional[str] = None,
-                prepare: bool = True) -> tfds.core.DatasetBuilder:
-  """Returns a prepared tfds builder for `name`, reading local files when `manual_dir` holds them.
-
-  With `manual_dir`, CIFAR-100/10, MNIST, Fashion-MNIST, SVHN and notMNIST come from the local-file builders of
-  `datasets/local_files.py` when their files are there (layout in docs/data.md); otherwise tfds's own builder
-  downloads them. notMNIST and (with files present) DomainNet always read `manual_dir`.
-
-  Args:
-    name: one of `TFDS_NAMES`.
-    data_dir: where tfds writes and reads prepared data (`--tfds_data_dir`); None means tfds's default.
-    manual_dir: directory with the standard downloads (`--tfds_manual_dir`).
-    prepare: run `download_and_prepare` (a no-op when already prepared).
-
-  Returns:
-    The builder.
-
-  Raises:
-    ValueError: if `name` is unknown.
-    RuntimeError: if preparing fails (typically no network); the message says which files to place where.
-  """
-  if name not in TFDS_NAMES:
-    raise ValueError(f'unknown dataset {name!r}; known: {list(TFDS_NAMES)}')
-  local = _local_builders()
-  builder_name = name
-  if name == 'not_mnist' or (manual_dir and name in local.LOCAL_BUILDERS
-                             and local.find_dataset_dir(local.LOCAL_BUILDERS[name], manual_dir)):
-    builder_name = local.LOCAL_BUILDERS[name]
-  builder = tfds.builder(builder_name, data_dir=data_dir)
-  if prepare:
-    config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
-    if builder_name == name and name in local.LOCAL_BUILDERS:
-      logging.info('Preparing %s with tfds (downloads unless already prepared in %s); offline, %s', name,
-                   data_dir, local.expected_files_message(local.LOCAL_BUILDERS[name], manual_dir))
-    if name in local.LOCAL_BUILDERS:
-      hint = local.expected_files_message(local.LOCAL_BUILDERS[name], manual_dir)
-    else:
-      hint = ('place real.zip ... sketch.zip and real_train.txt ... sketch_test.txt (datasets/domainnet/README.md) '
-              f'in {manual_dir or "<manual_dir>"} and pass --tfds_manual_dir')
-    url = _download_url(builder)
-    if url and not _reachable(url):
-      # tfds would retry the download for minutes before failing; say now what to do instead.
-      raise RuntimeError(f'dataset {name!r} is not prepared in {builder.data_dir} and its download ({url}) cannot be '
-                         f'reached (no network?). To run offline, {hint}; or prepare it on a machine with network '
-                         '(tfds build, or one run there) and pass that folder as --tfds_data_dir.')
-    try:
-      builder.download_and_prepare(download_config=config)
-    except Exception as e:  # pylint: disable=broad-except  # Re-raised with what to do about it.
-      raise RuntimeError(f'could not prepare dataset {name!r} (builder {builder_name!r}, data_dir {data_dir!r}): '
-                         f'{type(e).__name__}: {e}. To run offline, {hint}.') from e
-  return builder
-
-
-def _download_url(builder: tfds.core.DatasetBuilder) -> Optional[str]:
-  """The first URL a real (not mocked) tfds download of an unprepared `builder` would fetch; None otherwise."""
-  if getattr(type(builder).download_and_prepare, '__module__', '').startswith('tensorflow_datasets.testing'):
-    return None  # tfds.testing.mock_data: nothing is downloaded.
-  try:
-    if builder.is_prepared():
-      return None
-    urls = list(getattr(builder, 'url_infos', None) or ())
-  except Exception:  # pylint: disable=broad-except  (no checksums file: let tfds itself try)
-    return None
-  return urls[0] if urls else None
-
-
-def _reachable(url: str, timeout: float = 10.0) -> bool:
-  """Whether an HTTP(S) connection to `url` can be made (proxies from the environment honoured, as tfds does)."""
-  import requests  # pylint: disable=g-import-not-at-top
-  try:
-    requests.head(url, timeout=timeout, allow_redirects=True)
-  except (requests.exceptions.ConnectionError, requests.exceptions.Timeout):
-    return False
-  except requests.exceptions.RequestException:
-    pass  # Reached something; whether the file is there is tfds's business.
-  return True
-
-
-def op_error_text(e: Exception) -> str:
-  """A TensorFlow error's first line without its function-node and op decorations."""
-  text = str(e).splitlines()[0] if str(e) else type(e).__name__
-  text = re.sub(r'\{\{[^}]*\}\}\s*', '', text)
-  return re.sub(r'\s*\[Op:[^\]]*\].*$', '', text).strip()[:300]
-
-
-def load_arrays(builder: tfds.core.DatasetBuilder, split: str) -> tuple[np.ndarray, np.ndarray]:
-  """Decodes a whole split into memory.
-
-  Args:
-    builder: a prepared builder with `image` and `label` features.
-    split: tfds split (slicing allowed, e.g. 'test[:80%]').
-
-  Returns:
-    (images uint8 (N, H, W, C), labels int64 (N,)), in tfds's deterministic file order.
-
-  Raises:
-    RuntimeError: a prepared file is corrupt (the message says what to delete).
-    ValueError: the split is empty.
-  """
-  images, labels = [], []
-  ds = builder.as_dataset(split=split, shuffle_files=False)
-  ds = ds.map(lambda x: (x['image'], x['label'])).batch(4096)
-  try:
-    for image, label in tfds.as_numpy(ds):
-      images.append(image)
-      labels.append(label)
-  except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-    raise RuntimeError(f'dataset {builder.name!r} in {builder.data_dir} is corrupt: reading split {split!r} failed '
-                       f'({type(e).__name__}: {op_error_text(e)}). Delete {builder.data_dir} and rerun to '
-                       'prepare it again.') from None
-  if not images:
-    raise ValueError(f'split {split!r} of {builder.name!r} is empty')
-  return np.concatenate(images).astype(np.uint8), np.concatenate(labels).astype(np.int64)
-
-
-def has_split(builder: tfds.core.DatasetBuilder, split: str) -> bool:
-  """Whether a prepared builder has `split` (a mocked builder claims every split)."""
-  try:
-    return split in builder.info.splits
-  except Exception:  # pylint: disable=broad-except
-    return True
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Parts: the examples of one task (training) or one evaluation set.
-
-
-@dataclasses.dataclass(eq=False)
-class ArrayPart:
-  """Rows `indices` of in-memory arrays (shared between parts; never copied).
-
-  Attributes:
-    images: uint8 (N, H, W, C).
-    labels: int (N,), global label ids (offsets already added).
-    indices: int (n,), the rows of this part.
-  """
-  images: np.ndarray
-  labels: np.ndarray
-  indices: np.ndarray
-
-  @property
-  def num_examples(self) -> int:
-    return int(len(self.indices))
-
-
-@dataclasses.dataclass(eq=False)
-class StreamPart:
-  """Examples streamed from a tfds split, optionally restricted to some classes.
-
-  Attributes:
-    builder: prepared builder.
-    split: tfds split expression.
-    num_examples: examples after the class filter and the cap.
-    classes: keep only these global labels (None: all).
-    label_offset: added to tfds's label.
-    max_examples: keep only the first this many (after filtering; None: all).
-  """
-  builder: tfds.core.DatasetBuilder
-  split: str
-  num_examples: int
-  classes: Optional[np.ndarray] = None
-  label_offset: int = 0
-  max_examples: Optional[int] = None
-
-  def records(self) -> tf.data.Dataset:
-    """{'image': encoded bytes, 'label': int64 global} in tfds's deterministic order."""
-    ds = self.builder.as_dataset(split=self.split, shuffle_files=False, decoders={'image': tfds.decode.SkipDecoding()})
-    offset = self.label_offset
-    ds = ds.map(lambda x: {'image': x['image'], 'label': tf.cast(x['label'], tf.int64) + offset})
-    if self.classes is not None:
-      allowed = tf.constant(np.asarray(self.classes, np.int64))
-      ds = ds.filter(lambda x: tf.reduce_any(tf.equal(allowed, x['label'])))
-    if self.max_examples is not None:
-      ds = ds.take(self.max_examples)
-    return ds
-
-
-def count_stream_labels(builder: tfds.core.DatasetBuilder, split: str, num_classes: int) -> np.ndarray:
-  """Per-class example counts of a split, reading labels only (images are not decoded)."""
-  ds = builder.as_dataset(split=split, shuffle_files=False, decoders={'image': tfds.decode.SkipDecoding()})
-  counts = np.zeros(num_classes, np.int64)
-  for labels in tfds.as_numpy(ds.map(lambda x: x['label']).batch(65536)):
-    counts += np.bincount(labels, minlength=num_classes)[:num_classes]
-  return counts
+from l2p_tf.data import preprocessing
+from l2p_tf.data import sources
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -304,7 +102,7 @@ def _finish(ds: tf.data.Dataset, per_replica_batch: int) -> tf.data.Dataset:
 # Datasets from in-memory arrays.
 
 
-def array_train_dataset(part: ArrayPart, plan: np.ndarray, *, masks: np.ndarray, mask_ids: Optional[np.ndarray],
+def array_train_dataset(part: sources.ArrayPart, plan: np.ndarray, *, masks: np.ndarray, mask_ids: Optional[np.ndarray],
                         seed: int, input_context: Optional[tf.distribute.InputContext], global_batch_size: int,
                         start_step: int = 0, preprocess: PreprocessConfig = PreprocessConfig(),
                         element_offset: int = 0) -> tf.data.Dataset:
@@ -366,7 +164,7 @@ def eval_rows(num_examples: int, global_batch_size: int, input_context) -> tuple
           valid.reshape(-1, global_batch_size)[:, cols].reshape(-1))
 
 
-def array_eval_dataset(part: ArrayPart, *, input_context: Optional[tf.distribute.InputContext],
+def array_eval_dataset(part: sources.ArrayPart, *, input_context: Optional[tf.distribute.InputContext],
                        global_batch_size: int, preprocess: PreprocessConfig = PreprocessConfig()) -> tf.data.Dataset:
   """Finite evaluation batches {'image', 'label', 'valid'}; see the module docstring for the padding."""
   if part.num_examples == 0:
@@ -393,7 +191,7 @@ def _decode(encoded: tf.Tensor) -> tf.Tensor:
   return tf.io.decode_image(encoded, channels=3, expand_animations=False)
 
 
-def stream_train_dataset(part: StreamPart, *, steps: int, mask: np.ndarray, seed: int, task: int,
+def stream_train_dataset(part: sources.StreamPart, *, steps: int, mask: np.ndarray, seed: int, task: int,
                          input_context: Optional[tf.distribute.InputContext], global_batch_size: int,
                          start_step: int = 0, shuffle_buffer: int = 10_000,
                          preprocess: PreprocessConfig = PreprocessConfig()) -> tf.data.Dataset:
@@ -438,7 +236,7 @@ def stream_train_dataset(part: StreamPart, *, steps: int, mask: np.ndarray, seed
   return _finish(ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True), b)
 
 
-def stream_eval_dataset(part: StreamPart, *, input_context: Optional[tf.distribute.InputContext],
+def stream_eval_dataset(part: sources.StreamPart, *, input_context: Optional[tf.distribute.InputContext],
                         global_batch_size: int, preprocess: PreprocessConfig = PreprocessConfig()) -> tf.data.Dataset:
   """Finite, padded evaluation batches streamed from tfds (as `array_eval_dataset`)."""
   if part.num_examples == 0:
@@ -459,27 +257,3 @@ def stream_eval_dataset(part: StreamPart, *, input_context: Optional[tf.distribu
     return {'image': image, 'label': tf.cast(x[1], tf.int32), 'valid': x[2]}
 
   return _finish(ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True), b)
-
-
-def subsample(indices: np.ndarray, limit: Optional[int], *, seed: int) -> np.ndarray:
-  """A seeded random subset of `limit` rows (kept in their original order), or all rows when limit is None.
-
-  Raises:
-    ValueError: if `limit` is not positive.
-  """
-  if limit is None or limit >= len(indices):
-    return indices
-  if limit <= 0:
-    raise ValueError(f'example limit must be positive, got {limit!r}')
-  keep = np.sort(np.random.default_rng(seed).permutation(len(indices))[:limit])
-  return indices[keep]
-
-
-def class_rows(labels: np.ndarray, classes: Sequence[int]) -> np.ndarray:
-  """Rows whose label is in `classes`, in file order."""
-  return np.flatnonzero(np.isin(labels, np.asarray(classes))).astype(np.int64)
-
-
-def default_data_dir() -> Optional[str]:
-  """`$TFDS_DATA_DIR` when set (tfds's own default otherwise)."""
-  return os.environ.get('TFDS_DATA_DIR')

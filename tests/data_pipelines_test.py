@@ -1,4 +1,5 @@
-"""Tests of l2p_tf.input_pipeline: evaluation padding over 2 replicas, per-replica batching and sharding, plans."""
+"""Tests of l2p_tf.data.pipelines: evaluation padding over 2 replicas, per-replica batching and sharding, plans (and
+the builder errors of l2p_tf.data.sources)."""
 
 import os
 import tempfile
@@ -6,7 +7,8 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from l2p_tf import input_pipeline
+from l2p_tf.data import pipelines
+from l2p_tf.data import sources
 from tests import test_util
 
 
@@ -22,10 +24,10 @@ class EvalPaddingTest(tf.test.TestCase):
     self.assertEqual(strategy.num_replicas_in_sync, 2)
     n, global_batch = 37, 8  # 37 is not a multiple of 8 (nor of the per-replica batch 4).
     labels = np.arange(n) % 5
-    part = input_pipeline.ArrayPart(images=_constant_images(n), labels=labels, indices=np.arange(n))
-    pre = input_pipeline.PreprocessConfig(image_size=8)
+    part = sources.ArrayPart(images=_constant_images(n), labels=labels, indices=np.arange(n))
+    pre = pipelines.PreprocessConfig(image_size=8)
     dist = strategy.distribute_datasets_from_function(
-        lambda ctx: input_pipeline.array_eval_dataset(part, input_context=ctx, global_batch_size=global_batch,
+        lambda ctx: pipelines.array_eval_dataset(part, input_context=ctx, global_batch_size=global_batch,
                                                       preprocess=pre))
 
     @tf.function
@@ -57,12 +59,12 @@ class EvalPaddingTest(tf.test.TestCase):
 
   def test_multi_pipeline_eval_is_equal_length_and_complete(self):
     n, global_batch = 21, 8
-    part = input_pipeline.ArrayPart(images=_constant_images(n), labels=np.zeros(n, np.int64), indices=np.arange(n))
-    pre = input_pipeline.PreprocessConfig(image_size=8)
+    part = sources.ArrayPart(images=_constant_images(n), labels=np.zeros(n, np.int64), indices=np.arange(n))
+    pre = pipelines.PreprocessConfig(image_size=8)
     ids, lengths = [], []
     for p in range(2):
       ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=p, num_replicas_in_sync=4)
-      batches = list(input_pipeline.array_eval_dataset(part, input_context=ctx, global_batch_size=global_batch,
+      batches = list(pipelines.array_eval_dataset(part, input_context=ctx, global_batch_size=global_batch,
                                                        preprocess=pre))
       lengths.append(len(batches))
       for x in batches:
@@ -75,16 +77,16 @@ class EvalPaddingTest(tf.test.TestCase):
 class TrainShardingTest(tf.test.TestCase):
 
   def _part(self, n=40):
-    return input_pipeline.ArrayPart(images=_constant_images(n), labels=np.arange(n) % 10, indices=np.arange(n))
+    return sources.ArrayPart(images=_constant_images(n), labels=np.arange(n) % 10, indices=np.arange(n))
 
   def test_pipelines_partition_each_global_batch(self):
     part, global_batch, steps = self._part(), 8, 6
-    plan = input_pipeline.epoch_plan(part.num_examples, steps=steps, global_batch_size=global_batch, seed=1, task=0)
+    plan = pipelines.epoch_plan(part.num_examples, steps=steps, global_batch_size=global_batch, seed=1, task=0)
     masks = np.ones((1, 10), bool)
-    pre = input_pipeline.PreprocessConfig(image_size=8)
+    pre = pipelines.PreprocessConfig(image_size=8)
 
     def labels_of(ctx):
-      ds = input_pipeline.array_train_dataset(part, plan, masks=masks, mask_ids=None, seed=9, input_context=ctx,
+      ds = pipelines.array_train_dataset(part, plan, masks=masks, mask_ids=None, seed=9, input_context=ctx,
                                               global_batch_size=global_batch, preprocess=pre)
       return [x['label'].numpy() for x in ds]
 
@@ -101,10 +103,10 @@ class TrainShardingTest(tf.test.TestCase):
   def test_mirrored_replicas_each_get_steps_batches(self):
     strategy = test_util.mirrored_strategy()
     part, global_batch, steps = self._part(), 8, 5
-    plan = input_pipeline.epoch_plan(part.num_examples, steps=steps, global_batch_size=global_batch, seed=0, task=0)
-    pre = input_pipeline.PreprocessConfig(image_size=8)
+    plan = pipelines.epoch_plan(part.num_examples, steps=steps, global_batch_size=global_batch, seed=0, task=0)
+    pre = pipelines.PreprocessConfig(image_size=8)
     dist = strategy.distribute_datasets_from_function(
-        lambda ctx: input_pipeline.array_train_dataset(part, plan, masks=np.ones((1, 10), bool), mask_ids=None, seed=0,
+        lambda ctx: pipelines.array_train_dataset(part, plan, masks=np.ones((1, 10), bool), mask_ids=None, seed=0,
                                                        input_context=ctx, global_batch_size=global_batch,
                                                        preprocess=pre))
     got = []
@@ -116,22 +118,22 @@ class TrainShardingTest(tf.test.TestCase):
     self.assertAllEqual(np.stack(got), part.labels[plan])
 
   def test_epoch_plan_is_a_permutation_per_epoch(self):
-    plan = input_pipeline.epoch_plan(10, steps=7, global_batch_size=4, seed=3, task=2).reshape(-1)
+    plan = pipelines.epoch_plan(10, steps=7, global_batch_size=4, seed=3, task=2).reshape(-1)
     self.assertEqual(sorted(plan[:10]), list(range(10)))
     self.assertEqual(sorted(plan[10:20]), list(range(10)))
-    self.assertAllEqual(plan, input_pipeline.epoch_plan(10, steps=7, global_batch_size=4, seed=3, task=2).reshape(-1))
-    self.assertNotAllEqual(plan, input_pipeline.epoch_plan(10, steps=7, global_batch_size=4, seed=3, task=1).reshape(-1))
+    self.assertAllEqual(plan, pipelines.epoch_plan(10, steps=7, global_batch_size=4, seed=3, task=2).reshape(-1))
+    self.assertNotAllEqual(plan, pipelines.epoch_plan(10, steps=7, global_batch_size=4, seed=3, task=1).reshape(-1))
 
   def test_bad_arguments(self):
     part = self._part()
-    plan = input_pipeline.epoch_plan(part.num_examples, steps=2, global_batch_size=4, seed=0, task=0)
+    plan = pipelines.epoch_plan(part.num_examples, steps=2, global_batch_size=4, seed=0, task=0)
     with self.assertRaisesRegex(ValueError, 'start_step 3'):
-      input_pipeline.array_train_dataset(part, plan, masks=np.ones((1, 10), bool), mask_ids=None, seed=0,
+      pipelines.array_train_dataset(part, plan, masks=np.ones((1, 10), bool), mask_ids=None, seed=0,
                                          input_context=None, global_batch_size=4, start_step=3)
     with self.assertRaisesRegex(ValueError, r"'foo'.*'cifar100'"):
-      input_pipeline.get_builder('foo')
+      sources.get_builder('foo')
     with self.assertRaisesRegex(ValueError, '0'):
-      input_pipeline.subsample(np.arange(5), 0, seed=0)
+      sources.subsample(np.arange(5), 0, seed=0)
 
 
 class ErrorMessageTest(tf.test.TestCase):
@@ -142,7 +144,7 @@ class ErrorMessageTest(tf.test.TestCase):
         f.write('x')
       with self.assertRaisesRegex(RuntimeError,
                                   r"not_mnist.*t10k-images-idx3-ubyte.gz.*notmnist.*--tfds_manual_dir"):
-        input_pipeline.get_builder('not_mnist', data_dir=data_dir, manual_dir=empty)
+        sources.get_builder('not_mnist', data_dir=data_dir, manual_dir=empty)
 
 
 if __name__ == '__main__':

@@ -1,4 +1,5 @@
-"""Tests of l2p_tf.continual: task splits, per-task streams, the Gaussian schedule, 5-datasets, DomainNet protocol.
+"""Tests of l2p_tf.data's benchmarks: task splits, per-task streams, the Gaussian schedule, 5-datasets, DomainNet
+protocol, and the scenario behaviour the trainer calls.
 
 Data comes from `tfds.testing.mock_data` (random images and labels, nothing downloaded) or, for DomainNet, from the
 builder's dummy data prepared into a temporary directory.
@@ -12,7 +13,12 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from l2p_tf import continual
+from l2p_tf import cl_metrics
+from l2p_tf.data import benchmark
+from l2p_tf.data import benchmarks
+from l2p_tf.data import pipelines
+from l2p_tf.data import segmented
+from l2p_tf.data import sources
 from tests import test_util
 
 DOMAINNET_DUMMY = os.path.join(test_util.REPO_ROOT, 'datasets', 'domainnet', 'dummy_data')
@@ -30,7 +36,7 @@ def _collect(ds):
 class SplitTest(tf.test.TestCase):
 
   def test_label_order_splits(self):
-    b = continual.split_cifar100()
+    b = benchmarks.split_cifar100()
     self.assertLen(b.tasks, 10)
     self.assertEqual(b.tasks[0].classes, tuple(range(10)))
     self.assertEqual(b.tasks[9].classes, tuple(range(90, 100)))
@@ -41,9 +47,9 @@ class SplitTest(tf.test.TestCase):
 
   def test_random_order_disjoint_complete_deterministic(self):
     for num_tasks in (10, 5, 20):
-      a = continual.split_cifar100(num_tasks=num_tasks, class_order='random', order_seed=3)
-      b = continual.split_cifar100(num_tasks=num_tasks, class_order='random', order_seed=3)
-      c = continual.split_cifar100(num_tasks=num_tasks, class_order='random', order_seed=4)
+      a = benchmarks.split_cifar100(num_tasks=num_tasks, class_order='random', order_seed=3)
+      b = benchmarks.split_cifar100(num_tasks=num_tasks, class_order='random', order_seed=3)
+      c = benchmarks.split_cifar100(num_tasks=num_tasks, class_order='random', order_seed=4)
       classes = [t.classes for t in a.tasks]
       self.assertEqual(classes, [t.classes for t in b.tasks])
       self.assertNotEqual(classes, [t.classes for t in c.tasks])
@@ -53,25 +59,26 @@ class SplitTest(tf.test.TestCase):
     # The permutation is numpy's default_rng(order_seed), as documented.
     expected = np.random.default_rng(3).permutation(100)[:10]
     self.assertEqual(a.tasks[0].classes if len(a.tasks) == 10 else
-                     continual.split_cifar100(class_order='random', order_seed=3).tasks[0].classes,
+                     benchmarks.split_cifar100(class_order='random', order_seed=3).tasks[0].classes,
                      tuple(sorted(expected.tolist())))
 
   def test_errors_quote_the_value(self):
     with self.assertRaisesRegex(ValueError, 'num_tasks=7'):
-      continual.split_cifar100(num_tasks=7)
+      benchmarks.split_cifar100(num_tasks=7)
     with self.assertRaisesRegex(ValueError, r"'shuffled'.*'label', 'random'"):
-      continual.split_cifar100(class_order='shuffled')
+      benchmarks.split_cifar100(class_order='shuffled')
     with self.assertRaisesRegex(ValueError, r"'foo'.*'cifar10'"):
-      continual.five_datasets(datasets=('cifar10', 'foo'))
+      benchmarks.five_datasets(datasets=('cifar10', 'foo'))
     with self.assertRaisesRegex(ValueError, r"'tasks'.*domain_incremental"):
-      continual.domainnet(protocol='tasks')
+      benchmarks.domainnet(protocol='tasks')
     with self.assertRaisesRegex(ValueError, r"'maybe'"):
-      continual.split_cifar100(mask='maybe')
+      benchmarks.split_cifar100(mask='maybe')
 
   def test_each_task_stream_contains_only_its_classes(self):
     with tfds.testing.mock_data(num_examples=600), tempfile.TemporaryDirectory() as d:
-      b = continual.split_cifar100(num_tasks=5, class_order='random', order_seed=1, image_size=32, epochs=2,
-                                   data_dir=d, max_tasks=3)
+      b = benchmarks.split_cifar100(num_tasks=5, class_order='random', order_seed=1,
+                                    preprocess=pipelines.PreprocessConfig(image_size=32), epochs=2,
+                                    data_dir=d, limits=benchmarks.Limits(max_tasks=3))
       self.assertLen(b.tasks, 3)
       for t in range(3):
         allowed = set(b.tasks[t].classes)
@@ -92,13 +99,15 @@ class SplitTest(tf.test.TestCase):
 
   def test_mask_none_and_epochs(self):
     with tfds.testing.mock_data(num_examples=300), tempfile.TemporaryDirectory() as d:
-      b = continual.split_cifar100(mask='none', image_size=16, data_dir=d, epochs=1)
+      b = benchmarks.split_cifar100(mask='none', preprocess=pipelines.PreprocessConfig(image_size=16), data_dir=d,
+                                    epochs=1)
       x = next(iter(b.train_dataset(0, global_batch_size=4, seed=0)))
       self.assertTrue(np.all(x['label_mask'].numpy()))
 
   def test_resume_determinism_and_seed(self):
     with tfds.testing.mock_data(num_examples=400), tempfile.TemporaryDirectory() as d:
-      b = continual.split_cifar100(num_tasks=2, image_size=16, data_dir=d, epochs=3)
+      b = benchmarks.split_cifar100(num_tasks=2, preprocess=pipelines.PreprocessConfig(image_size=16), data_dir=d,
+                                    epochs=3)
       full = _collect(b.train_dataset(1, global_batch_size=8, seed=5))
       again = _collect(b.train_dataset(1, global_batch_size=8, seed=5))
       resumed = _collect(b.train_dataset(1, global_batch_size=8, seed=5, start_step=7))
@@ -121,21 +130,22 @@ class SubsetHoldoutJointTest(tf.test.TestCase):
   """Class subsets (the disjoint-classes protocol), the validation hold-out and the joint upper bound."""
 
   def test_parse_classes(self):
-    np.testing.assert_array_equal(continual.parse_classes('0-3,7', 10), [0, 1, 2, 3, 7])
-    np.testing.assert_array_equal(continual.parse_classes([5, 2], 10), [5, 2])
-    self.assertIsNone(continual.parse_classes(None, 10))
+    np.testing.assert_array_equal(sources.parse_classes('0-3,7', 10), [0, 1, 2, 3, 7])
+    np.testing.assert_array_equal(sources.parse_classes([5, 2], 10), [5, 2])
+    self.assertIsNone(sources.parse_classes(None, 10))
     for bad, msg in (('5-2', 'not a class subset'), ('a-b', 'not a class subset'), ('0-10', r'\[10\] outside'),
                      ('1,1', 'repeats'), ([], 'selects no class')):
       with self.assertRaisesRegex(ValueError, msg):
-        continual.parse_classes(bad, 10)
+        sources.parse_classes(bad, 10)
 
   def test_subset_relabels_and_names_follow(self):
     with tfds.testing.mock_data(num_examples=400), tempfile.TemporaryDirectory() as d:
-      b = continual.split_cifar100(classes='50-99', num_tasks=5, image_size=16, data_dir=d, epochs=1)
+      b = benchmarks.split_cifar100(classes='50-99', num_tasks=5,
+                                    preprocess=pipelines.PreprocessConfig(image_size=16), data_dir=d, epochs=1)
       self.assertEqual(b.num_classes, 50)
       self.assertEqual(b.tasks[0].classes, tuple(range(10)))
       self.assertEqual(b.tasks[4].classes, tuple(range(40, 50)))
-      full = continual.split_cifar100(image_size=16, data_dir=d)
+      full = benchmarks.split_cifar100(preprocess=pipelines.PreprocessConfig(image_size=16), data_dir=d)
       self.assertEqual(list(b.class_names), list(full.class_names)[50:])
       # Task 0's training labels are 0..9 and its images are those of original classes 50..59.
       part = b.train_part(0)
@@ -146,9 +156,11 @@ class SubsetHoldoutJointTest(tf.test.TestCase):
 
   def test_validation_holdout_is_carved_from_training_images(self):
     with tfds.testing.mock_data(num_examples=600), tempfile.TemporaryDirectory() as d:
-      test_b = continual.split_cifar100(classes='0-49', num_tasks=5, image_size=16, data_dir=d)
-      val_b = continual.split_cifar100(classes='0-49', num_tasks=5, image_size=16, data_dir=d, holdout='validation',
-                                       validation_fraction=0.2)
+      test_b = benchmarks.split_cifar100(classes='0-49', num_tasks=5,
+                                         preprocess=pipelines.PreprocessConfig(image_size=16), data_dir=d)
+      val_b = benchmarks.split_cifar100(classes='0-49', num_tasks=5,
+                                        preprocess=pipelines.PreprocessConfig(image_size=16), data_dir=d,
+                                        holdout='validation', validation_fraction=0.2)
       for t in range(5):
         train_rows = set(val_b.train_part(t).indices.tolist())
         held = val_b._eval_part(t)  # pylint: disable=protected-access
@@ -161,12 +173,15 @@ class SubsetHoldoutJointTest(tf.test.TestCase):
         self.assertIs(held.images, val_b.train_part(t).images)
         self.assertIsNot(held.images, test_b._eval_part(t).images)  # pylint: disable=protected-access
     with self.assertRaisesRegex(ValueError, "'val'"):
-      continual.split_cifar100(holdout='val')
+      benchmarks.split_cifar100(holdout='val')
 
   def test_joint_is_one_segment_of_every_task_evaluated_on_each(self):
     with tfds.testing.mock_data(num_examples=600), tempfile.TemporaryDirectory() as d:
-      seq = continual.split_cifar100(classes='0-49', num_tasks=5, image_size=16, data_dir=d, epochs=2)
-      joint = continual.split_cifar100(classes='0-49', num_tasks=5, image_size=16, data_dir=d, epochs=2, joint=True)
+      seq = benchmarks.split_cifar100(classes='0-49', num_tasks=5,
+                                      preprocess=pipelines.PreprocessConfig(image_size=16), data_dir=d, epochs=2)
+      joint = benchmarks.split_cifar100(classes='0-49', num_tasks=5,
+                                        preprocess=pipelines.PreprocessConfig(image_size=16), data_dir=d, epochs=2,
+                                        joint=True)
       self.assertEqual(joint.scenario, 'joint')
       self.assertLen(joint.tasks, 1)
       self.assertEqual(joint.tasks[0].classes, tuple(range(50)))
@@ -195,7 +210,7 @@ class GaussianTest(tf.test.TestCase):
     return out
 
   def test_default_schedule_matches_independent_computation(self):
-    b = continual.gaussian_cifar100()
+    b = benchmarks.gaussian_cifar100()
     expected = self._independent(seed=0)
     self.assertEqual(b.episodes[0], expected[0])
     self.assertEqual(b.episodes[-1], expected[-1])
@@ -216,14 +231,15 @@ class GaussianTest(tf.test.TestCase):
     self.assertEqual(b.eval_ids_after(4), [0])
 
   def test_determinism_per_seed(self):
-    a = continual.gaussian_cifar100(seed=1).episodes
-    self.assertEqual(a, continual.gaussian_cifar100(seed=1).episodes)
-    self.assertNotEqual(a, continual.gaussian_cifar100(seed=2).episodes)
+    a = benchmarks.gaussian_cifar100(seed=1).episodes
+    self.assertEqual(a, benchmarks.gaussian_cifar100(seed=1).episodes)
+    self.assertNotEqual(a, benchmarks.gaussian_cifar100(seed=2).episodes)
     self.assertEqual(a, self._independent(seed=1))
 
   def test_stream_single_pass_masks_follow_episodes(self):
     with tfds.testing.mock_data(num_examples=2000), tempfile.TemporaryDirectory() as d:
-      b = continual.gaussian_cifar100(num_episodes=20, sigma=2.0, eval_every_episodes=5, image_size=8, data_dir=d)
+      b = benchmarks.gaussian_cifar100(num_episodes=20, sigma=2.0, eval_every_episodes=5,
+                                       preprocess=pipelines.PreprocessConfig(image_size=8), data_dir=d)
       gbs = 16
       steps = [b.steps_per_task(t, gbs) for t in range(len(b.tasks))]
       self.assertEqual(sum(steps), 2000 // gbs)  # One pass over the pool.
@@ -248,7 +264,8 @@ class GaussianTest(tf.test.TestCase):
 
   def test_repeat_episodes_reproduces_official_length(self):
     with tfds.testing.mock_data(num_examples=300), tempfile.TemporaryDirectory() as d:
-      b = continual.gaussian_cifar100(repeat_episodes=True, image_size=8, data_dir=d)
+      b = benchmarks.gaussian_cifar100(repeat_episodes=True, preprocess=pipelines.PreprocessConfig(image_size=8),
+                                       data_dir=d)
       self.assertEqual(b.steps_per_episode, 5)
       self.assertEqual(sum(b.steps_per_task(t, 8) for t in range(10)), 200 * 5)
       plan, _ = b.plan(8, 0)
@@ -260,7 +277,7 @@ class FiveDatasetsTest(tf.test.TestCase):
 
   def test_offsets_rgb_and_order(self):
     with tfds.testing.mock_data(num_examples=64), tempfile.TemporaryDirectory() as d:
-      b = continual.five_datasets(image_size=32, data_dir=d)
+      b = benchmarks.five_datasets(preprocess=pipelines.PreprocessConfig(image_size=32), data_dir=d)
       self.assertEqual([t.name for t in b.tasks], ['cifar10', 'mnist', 'svhn_cropped', 'not_mnist', 'fashion_mnist'])
       self.assertEqual(b.num_classes, 50)
       self.assertLen(b.class_names, 50)
@@ -283,7 +300,8 @@ class DomainNetTest(tf.test.TestCase):
     cls.data_dir = tempfile.mkdtemp()
 
   def test_domain_incremental_protocol(self):
-    b = continual.domainnet(image_size=16, data_dir=self.data_dir, manual_dir=DOMAINNET_DUMMY, epochs=2)
+    b = benchmarks.domainnet(preprocess=pipelines.PreprocessConfig(image_size=16), data_dir=self.data_dir,
+                             manual_dir=DOMAINNET_DUMMY, epochs=2)
     self.assertEqual([t.name for t in b.tasks], ['real', 'painting', 'clipart', 'quickdraw', 'infograph', 'sketch'])
     self.assertEqual(b.scenario, 'domain_incremental')
     self.assertEqual(b.num_classes, 345)
@@ -304,8 +322,9 @@ class DomainNetTest(tf.test.TestCase):
     self.assertEqual(b.class_names[308], 'The_Eiffel_Tower')
 
   def test_class_incremental_protocol(self):
-    b = continual.domainnet(protocol='class_incremental', num_tasks=5, image_size=16, data_dir=self.data_dir,
-                            manual_dir=DOMAINNET_DUMMY)
+    b = benchmarks.domainnet(protocol='class_incremental', num_tasks=5,
+                             preprocess=pipelines.PreprocessConfig(image_size=16), data_dir=self.data_dir,
+                             manual_dir=DOMAINNET_DUMMY)
     self.assertEqual(b.scenario, 'class_incremental')
     self.assertEqual(sorted(c for t in b.tasks for c in t.classes), list(range(345)))
     self.assertEqual(b.num_train_examples(0), 6)  # airplane (1) in six domains.
@@ -314,6 +333,60 @@ class DomainNetTest(tf.test.TestCase):
     labels, masks, _ = _collect(b.train_dataset(0, global_batch_size=2, seed=0))
     self.assertEqual(set(np.concatenate(labels).tolist()), {1})
     self.assertAllEqual(masks[0][0], np.isin(np.arange(345), b.tasks[0].classes))
+
+
+class ScenarioBehaviourTest(tf.test.TestCase):
+  """What the trainer asks each benchmark kind: checks before training, curves, matrix names, console lines."""
+
+  def test_class_incremental_curves_names_and_lines(self):
+    b = benchmarks.split_cifar100(num_tasks=2)
+    acc = np.array([[80.0, np.nan], [60.0, 70.0]])
+    self.assertEqual(b.matrix_names(), ['task_0', 'task_1'])
+    self.assertEqual(b.metric_curves(acc), cl_metrics.metric_curves(acc))
+    final = {k: v[-1] for k, v in b.metric_curves(acc).items()}
+    lines = b.progress_lines(1, acc, final)
+    self.assertEqual(lines, [cl_metrics.format_matrix(acc[:2], ['task_0', 'task_1']),
+                             f'after task 2: avg_acc {final["avg_acc"]:.2f}  forgetting {final["forgetting"]:.2f}'])
+    self.assertEqual(b.progress_lines(0, acc, {'avg_acc': 80.0, 'forgetting': None})[1],
+                     'after task 1: avg_acc 80.00  forgetting -')
+    self.assertEqual(b.eval_lines(1, acc), [cl_metrics.format_matrix(acc[:2], ['task_0', 'task_1'])])
+
+  def test_joint_curves_names_and_lines(self):
+    b = benchmarks.split_cifar100(num_tasks=2, joint=True)
+    self.assertIsInstance(b, segmented.JointBenchmark)
+    acc = np.array([[50.0, 70.0]])
+    self.assertEqual(b.matrix_names(), ['task_0', 'task_1'])
+    self.assertEqual(b.metric_curves(acc), cl_metrics.joint_curves(acc))
+    self.assertEqual(b.progress_lines(0, acc, {'avg_acc': 60.0}),
+                     ['joint training, accuracy per task: task_0 50.00, task_1 70.00; avg_acc 60.00'])
+    self.assertEqual(b.eval_lines(0, acc), [cl_metrics.format_matrix(acc, ['task_0', 'task_1'])])
+
+  def test_task_agnostic_curves_names_and_lines(self):
+    b = benchmarks.gaussian_cifar100(num_episodes=4, eval_every_episodes=2)
+    acc = np.array([[30.0], [40.0]])
+    self.assertEqual(b.matrix_names(), ['episodes_0-1', 'episodes_2-3'])
+    self.assertEqual(b.metric_curves(acc), {'avg_acc': [30.0, 40.0], 'forgetting': [None, None],
+                                            'backward': [None, None], 'learning_acc': [None, None]})
+    self.assertEqual(b.progress_lines(1, acc, {}), ['after segment 2: accuracy on all 40.00%'])
+    self.assertEqual(b.eval_lines(1, acc), ['accuracy on all: 40.00%'])
+
+  def test_scenario_belongs_to_its_class(self):
+    with self.assertRaisesRegex(ValueError, "SegmentedBenchmark runs the scenarios .* not 'joint'"):
+      segmented.SegmentedBenchmark(name='x', num_classes=1, class_names=['a'], tasks=[benchmark.Task(0, 't', (0,))],
+                                   scenario='joint', eval_names=['t'], train_parts=[None], eval_parts=[None])
+
+  def test_check_classes_and_check_data(self):
+    b = benchmarks.split_cifar100(num_tasks=2)
+    b.check_classes()
+    b.tasks[1] = benchmark.Task(index=1, name='task_1', classes=(99, 100, 101))
+    with self.assertRaisesRegex(ValueError, r"Task 1 \(task_1\) trains classes \[100, 101\] outside the head's range "
+                                r"0..99 \(100 classes of split_cifar100\)"):
+      b.check_classes()
+    with tfds.testing.mock_data(num_examples=300), tempfile.TemporaryDirectory() as d:
+      b = benchmarks.split_cifar100(num_tasks=5, data_dir=d, limits=benchmarks.Limits(max_tasks=2))
+      self.assertEqual(b.check_data(8), [b.steps_per_task(0, 8), b.steps_per_task(1, 8)])
+      with self.assertRaisesRegex(ValueError, 'fewer than one global batch of 100000: it would train for 0 steps'):
+        b.check_data(100_000)
 
 
 if __name__ == '__main__':
