@@ -5,7 +5,6 @@ The command line runs in this process (`l2p_tf.main.main` with parsed flags), on
 is needed; the table in docs/errors.md quotes these messages.
 """
 
-import contextlib
 import gzip
 import json
 import os
@@ -13,17 +12,16 @@ import shutil
 import struct
 import time
 
-from absl import flags
 import gin
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from l2p_tf import main as main_lib
 from l2p_tf.data import sources
 from tests import test_util
 from tests.runs import run_experiment
+from tests.runs import run_main
 from tests.runs import snapshot
 
 TINY = ['--gin_file=experiments/cifar100_l2p.gin', '--gin_file=local_tiny.gin']
@@ -37,22 +35,6 @@ def model_dir(tmp_path):
   d.mkdir()
   (d / 'notes.txt').write_text('my notes\n')
   return d
-
-
-def run_main(capsys, args, data=None):
-  """Runs l2p_tf.main in this process; returns (exit code, stderr, stdout)."""
-  argv = ['l2p_tf.main', *[str(a) for a in args]]
-  flags.FLAGS.unparse_flags()
-  flags.FLAGS(argv)
-  capsys.readouterr()
-  try:
-    with data or contextlib.nullcontext():
-      code = main_lib.main(argv[:1])
-  finally:
-    gin.clear_config()
-    flags.FLAGS.unparse_flags()
-  captured = capsys.readouterr()
-  return code, captured.err, captured.out
 
 
 def assert_one_error(code, err, *needles):

@@ -1,5 +1,6 @@
 """`python -m tests.mock_pretrain FLAGS...`: l2p_tf.pretrain on `tfds.testing.mock_data` (deterministic random images,
-nothing read or downloaded), for tests that need a real process (signals)."""
+nothing read or downloaded), for tests that need a real process (signals), with the fault injection of
+tests/faults.py installed (from the L2P_FAULT_INJECTION environment variable)."""
 
 import os
 
@@ -10,9 +11,11 @@ import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
 from l2p_tf import cli  # pylint: disable=g-import-not-at-top
 from l2p_tf import pretrain  # pylint: disable=g-import-not-at-top
+from tests import faults  # pylint: disable=g-import-not-at-top
 
 if __name__ == '__main__':
   cli.define_flags('Directory for checkpoints, summaries and the exported .npz.')
   cli.define_run_flags()
+  faults.install()
   with tfds.testing.mock_data(num_examples=500):
     app.run(pretrain.main)

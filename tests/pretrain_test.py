@@ -3,10 +3,8 @@ the run-directory protections (changed config refused, SIGTERM -> checkpoint + e
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import gin
 import numpy as np
@@ -102,23 +100,27 @@ def _command(model_dir, tfds_dir, *extra):
           f'--tfds_data_dir={tfds_dir}', *[f'--gin_bindings={b}' for b in SMALL], *extra]
 
 
-def test_changed_config_is_refused_and_sigterm_checkpoints_and_resumes(tmp_path):
+def test_sigterm_checkpoints_resume_is_bit_identical_and_a_changed_config_is_refused(tmp_path):
   model_dir, tfds_dir = tmp_path / 'run', tmp_path / 'tfds'
-  # SIGTERM once training runs: a checkpoint, exit 75.
-  proc = subprocess.Popen(_command(model_dir, tfds_dir, '--gin_bindings=pretraining.pretraining.epochs = 40'),
-                          cwd=test_util.REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  deadline = time.time() + 240
-  while time.time() < deadline and not list((model_dir / 'checkpoints').glob('ckpt-*.index')):
-    time.sleep(0.5)
-  proc.send_signal(signal.SIGTERM)
-  out, err = proc.communicate(timeout=240)
-  assert proc.returncode == preemption.PREEMPTED_EXIT_CODE, f'{out[-2000:]}\n{err[-3000:]}'
-  assert 'preempted: Preempted (SIGTERM)' in err and 'Traceback' not in err
+  # SIGTERM arriving during the 5th train step (a preemption notice): a checkpoint, exit 75, no export yet.
+  env = dict(os.environ, L2P_FAULT_INJECTION='train_step:5:term')
+  p = subprocess.run(_command(model_dir, tfds_dir), cwd=test_util.REPO_ROOT, env=env, capture_output=True, text=True,
+                     timeout=300, check=False)
+  assert p.returncode == preemption.PREEMPTED_EXIT_CODE, f'{p.stdout[-2000:]}\n{p.stderr[-3000:]}'
+  assert 'preempted: Preempted (SIGTERM)' in p.stderr and 'Traceback' not in p.stderr
   assert tf.train.latest_checkpoint(str(model_dir / 'checkpoints'))
-  # A changed binding on that directory: refused, the binding named, nothing changed.
+  assert not (model_dir / 'vit_pretrained.npz').exists()
+  # The same command resumes and finishes: the exported file is bit-identical to an uninterrupted run's.
+  p = subprocess.run(_command(model_dir, tfds_dir), cwd=test_util.REPO_ROOT, capture_output=True, text=True,
+                     timeout=300, check=False)
+  assert p.returncode == 0, p.stderr[-3000:]
+  assert 'Resuming from' in p.stdout
+  resumed = json.loads((model_dir / 'pretrain_results.json').read_text())
+  uninterrupted = _run(tmp_path, 'reference')
+  assert resumed['sha256'] == uninterrupted['sha256'] and resumed['history'] == uninterrupted['history']
+  # A changed binding on the finished directory: refused, the binding named, nothing changed.
   before = snapshot(model_dir)
-  p = subprocess.run(_command(model_dir, tfds_dir, '--gin_bindings=pretraining.pretraining.epochs = 40',
-                              '--gin_bindings=optimizers.warmup_cosine_adamw.learning_rate = 0.5'),
+  p = subprocess.run(_command(model_dir, tfds_dir, '--gin_bindings=optimizers.warmup_cosine_adamw.learning_rate = 0.5'),
                      cwd=test_util.REPO_ROOT, capture_output=True, text=True, timeout=300, check=False)
   assert p.returncode == 2, p.stderr
   assert 'holds a run of a different config' in p.stderr

@@ -1,12 +1,15 @@
-"""Helpers for end-to-end runs in tests: a tiny experiment through the real gin files, a stop request at a given step,
-and a byte snapshot of a directory."""
+"""Helpers for end-to-end runs in tests: a tiny experiment through the real gin files, the command line in this
+process, a stop request at a given step, and a byte snapshot of a directory."""
 
+import contextlib
 import os
 
+from absl import flags
 import gin
 import tensorflow as tf
 
 from l2p_tf import gin_utils
+from l2p_tf import main as main_lib
 from l2p_tf.engine import loop
 from l2p_tf.engine import preemption
 
@@ -26,6 +29,22 @@ def run_experiment(model_dir, experiment, bindings=(), strategy=None, data_dir=N
         **kwargs)
   finally:
     gin.clear_config()
+
+
+def run_main(capsys, args, data=None):
+  """Runs l2p_tf.main in this process; returns (exit code, stderr, stdout)."""
+  argv = ['l2p_tf.main', *[str(a) for a in args]]
+  flags.FLAGS.unparse_flags()
+  flags.FLAGS(argv)
+  capsys.readouterr()
+  try:
+    with data or contextlib.nullcontext():
+      code = main_lib.main(argv[:1])
+  finally:
+    gin.clear_config()
+    flags.FLAGS.unparse_flags()
+  captured = capsys.readouterr()
+  return code, captured.err, captured.out
 
 
 class StopAtStep(preemption.Preemption):

@@ -12,9 +12,9 @@ import tensorflow_datasets as tfds
 from l2p_tf import export as export_lib
 from l2p_tf.engine import preemption
 from tests import toy_method
-from tests.bad_input_test import run_main
 from tests.runs import StopAtStep
 from tests.runs import run_experiment
+from tests.runs import run_main
 
 TINY = ['--gin_file=experiments/cifar100_l2p.gin', '--gin_file=local_tiny.gin', f'--gin_file={toy_method.GIN_FILE}']
 

@@ -327,3 +327,20 @@ class ContinualBenchmark:
 def _short(classes: Sequence[int], n: int = 8) -> str:
   classes = list(classes)
   return str(classes) if len(classes) <= n else f'[{", ".join(map(str, classes[:n]))}, ... ({len(classes)} classes)]'
+
+
+class TaskAgnosticBenchmark(ContinualBenchmark):
+  """Base of benchmarks without task boundaries at test time: one evaluation set, evaluated after every training
+  segment; the curve is its accuracy after each segment (forgetting and transfer are not defined)."""
+
+  scenarios = ('task_agnostic',)
+
+  def eval_ids_after(self, t: int) -> list[int]:
+    """[0]: the whole evaluation set, after every segment."""
+    self._check_task(t)
+    return [0]
+
+  def metric_curves(self, acc: np.ndarray) -> dict:
+    done = [float(r[0]) for r in acc if not np.isnan(r[0])]
+    return {'avg_acc': done, 'forgetting': [None] * len(done), 'backward': [None] * len(done),
+            'learning_acc': [None] * len(done)}

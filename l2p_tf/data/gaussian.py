@@ -86,14 +86,12 @@ def gaussian_schedule(*, num_classes: int = 100, num_episodes: int = 200, sigma:
   return episodes
 
 
-class GaussianBenchmark(benchmark.ContinualBenchmark):
+class GaussianBenchmark(benchmark.TaskAgnosticBenchmark):
   """Task-agnostic benchmark whose class mix drifts along a Gaussian schedule (see the comment above).
 
   Scenario 'task_agnostic': one evaluation set (the whole test set) evaluated after every segment; the curves are its
   accuracy after each segment (no forgetting, backward transfer or learning accuracy).
   """
-
-  scenarios = ('task_agnostic',)
 
   def __init__(self, *, train_part: Callable[[], sources.ArrayPart],
                eval_part: Callable[[], sources.ArrayPart], episodes: Sequence[tuple[int, ...]],
@@ -133,16 +131,6 @@ class GaussianBenchmark(benchmark.ContinualBenchmark):
     if 'train' not in self._cache:
       self._cache['train'] = self._train_part_fn()
     return self._cache['train']
-
-  def eval_ids_after(self, t: int) -> list[int]:
-    """[0]: the whole test set, after every segment."""
-    self._check_task(t)
-    return [0]
-
-  def metric_curves(self, acc: np.ndarray) -> dict:
-    done = [float(r[0]) for r in acc if not np.isnan(r[0])]
-    return {'avg_acc': done, 'forgetting': [None] * len(done), 'backward': [None] * len(done),
-            'learning_acc': [None] * len(done)}
 
   def progress_lines(self, t: int, acc: np.ndarray, final: dict) -> list[str]:
     return [f'after segment {t + 1}: accuracy on {self.eval_names[0]} {acc[t, 0]:.2f}%']

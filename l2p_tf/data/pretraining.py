@@ -48,11 +48,9 @@ def load_split(dataset: str, split: str, classes, *, data_dir: Optional[str], ma
   return images[keep], new[keep], [names[i] for i in ids]
 
 
-class PretrainingBenchmark(benchmark.ContinualBenchmark):
+class PretrainingBenchmark(benchmark.TaskAgnosticBenchmark):
   """Supervised training over all classes at once, one segment per epoch (scenario 'task_agnostic': one evaluation
   set, evaluated after every segment)."""
-
-  scenarios = ('task_agnostic',)
 
   def __init__(self, *, dataset: str, classes, train_split: str, test_split: str, epochs: int, image_size: int,
                augmentation: Augmentation, data_dir: Optional[str], manual_dir: Optional[str],
@@ -78,15 +76,6 @@ class PretrainingBenchmark(benchmark.ContinualBenchmark):
       images, labels, _ = self._load(self._splits[which])
       self._arrays[which] = (images, labels)
     return self._arrays[which]
-
-  def eval_ids_after(self, t: int) -> list[int]:
-    self._check_task(t)
-    return [0]
-
-  def metric_curves(self, acc: np.ndarray) -> dict:
-    done = [float(r[0]) for r in acc if not np.isnan(r[0])]
-    return {'avg_acc': done, 'forgetting': [None] * len(done), 'backward': [None] * len(done),
-            'learning_acc': [None] * len(done)}
 
   def progress_lines(self, t: int, acc: np.ndarray, final: dict) -> list[str]:
     return [f'[pretrain] epoch {t + 1}/{len(self.tasks)}: test accuracy {acc[t, 0]:.2f}% '
