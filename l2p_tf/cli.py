@@ -6,13 +6,12 @@ binding.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Callable, Optional
 
 from absl import app
 from absl import flags
-from absl import logging
-
 FLAGS = flags.FLAGS
 
 
@@ -32,35 +31,57 @@ def define_flags(model_dir_help: str) -> None:
                       'switches CIFAR-100, MNIST, notMNIST and Fashion-MNIST to local-file builders (no network).')
 
 
-def start(argv) -> None:
-  """Refuses positional arguments; logs warnings only unless --verbosity was given (stdout carries the progress)."""
+def start(argv, program: Optional[str] = None):
+  """Refuses positional arguments; quiets third-party logs; adds the run's log file (`l2p_tf.quiet`).
+
+  stderr shows warnings and errors only unless --verbosity was given (stdout carries the progress); the log file
+  `MODEL_DIR/logs/<program>.log` gets everything from INFO up once the run owns MODEL_DIR. Returns the log file
+  handler (None for a remote MODEL_DIR). `program` defaults to 'pretrain' for l2p_tf.pretrain, else 'main'.
+  """
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if not FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
+  from l2p_tf import quiet  # pylint: disable=g-import-not-at-top
+  program = program or ('pretrain' if 'pretrain' in os.path.basename(sys.argv[0]) else 'main')
+  return quiet.install(FLAGS.model_dir, program, verbosity_given=FLAGS['verbosity'].present)
 
 
-def gin_configured(get_target: Callable[[], Callable], example_gin_file: str) -> Optional[Callable]:
-  """Parses --gin_file and --gin_bindings, finalizes gin, and returns `get_target()` with its gin bindings applied.
+def traceback_hint() -> str:
+  """Where an error's traceback can be read: the run's log file when it has one, else how to show it."""
+  from l2p_tf import quiet  # pylint: disable=g-import-not-at-top
+  log_file = quiet.current()
+  path = log_file.written() if log_file is not None else None
+  if path:
+    return f'(the traceback is in {path})'
+  return '(the traceback is in the log: rerun with --verbosity=0 to see it)'
+
+
+def gin_configured(get_target: Callable[[], Callable], example_gin_file: str,
+                   default_gin_file: Optional[str] = None) -> Optional[Callable]:
+  """Parses --gin_file and --gin_bindings, checks and finalizes gin, and returns `get_target()` configured.
 
   `get_target` is called after parsing (under `python -m`, the function must come from the imported module, not
-  from `__main__`, for gin to know it). A bad gin file or binding prints one `error:` line naming it to stderr and
-  returns None (the caller exits with code 2).
-
-  Raises:
-    app.UsageError: no --gin_file (the message suggests `example_gin_file`).
+  from `__main__`, for gin to know it). Without --gin_file, `default_gin_file` is used when it exists (the run's own
+  config.gin for `--mode=eval`). A bad gin file or binding, a macro that is defined but used nowhere (a misspelt
+  name), a macro used but never defined, or a `%gin.REQUIRED` setting left unset prints one `error:` line naming it
+  to stderr and returns None (the caller exits with code 2), as does a missing --gin_file.
   """
   import gin  # pylint: disable=g-import-not-at-top
   from l2p_tf import gin_utils  # pylint: disable=g-import-not-at-top
-  if not FLAGS.gin_file:
-    raise app.UsageError(f'Give at least one --gin_file (e.g. {example_gin_file}).')
+  gin_files = list(FLAGS.gin_file)
+  if not gin_files and default_gin_file and os.path.exists(default_gin_file):
+    gin_files = [default_gin_file]
+  if not gin_files:
+    print(f'error: give at least one --gin_file (e.g. --gin_file={example_gin_file}); --help lists every flag.',
+          file=sys.stderr)
+    return None
   try:
-    gin_utils.parse(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.gin_search_paths)
+    gin_utils.parse(gin_files, FLAGS.gin_bindings, FLAGS.gin_search_paths)
+    gin_utils.check_macros()
     configured = gin.get_configurable(get_target())
+    gin.finalize()  # Runs gin's check that every `%gin.REQUIRED` setting was given a value.
   except (gin_utils.GinConfigError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return None
-  gin.finalize()
   return configured
 
 

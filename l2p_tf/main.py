@@ -5,11 +5,15 @@ r"""Runs an L2P continual-learning experiment from gin files.
       [--strategy=one_device|mirrored|multi_worker_mirrored|tpu] [--tpu=ADDRESS] \
       [--tfds_data_dir=DIR] [--tfds_manual_dir=DIR] [--mode=train|eval] [--overwrite]
 
+`--mode=eval` without --gin_file uses the run's own MODEL_DIR/config.gin. The full log (INFO and up, tracebacks of
+errors included) is kept in MODEL_DIR/logs/main.log.
+
 Flags carry infrastructure only; every hyperparameter is a gin binding (see gin_configs/). A rerun of the same
 command resumes from the newest checkpoint in --model_dir. Exit codes: 0 done; 2 bad input or a failed run (one
 `error:` line on stderr, see docs/errors.md); 75 preempted by SIGTERM / SIGINT (checkpoint written; rerun to resume).
 """
 
+import os
 import sys
 
 from absl import app
@@ -21,7 +25,8 @@ from l2p_tf import cli
 
 FLAGS = flags.FLAGS
 cli.define_flags('Directory for checkpoints, summaries, config.gin and results.')
-flags.DEFINE_enum('mode', 'train', ['train', 'eval'], 'train (or resume), or re-evaluate the newest checkpoint.')
+flags.DEFINE_enum('mode', 'train', ['train', 'eval'], 'train (or resume), or re-evaluate the newest checkpoint '
+                  '(with MODEL_DIR/config.gin unless --gin_file is given).')
 flags.DEFINE_bool('overwrite', False, 'Start afresh even if --model_dir holds a run (needed when its config differs): '
                   'the old run is first moved to <model_dir>.overwritten-<time>/.')
 
@@ -29,7 +34,10 @@ flags.DEFINE_bool('overwrite', False, 'Start afresh even if --model_dir holds a 
 def main(argv):
   cli.start(argv)
   from l2p_tf import train_lib  # pylint: disable=g-import-not-at-top
-  run = cli.gin_configured(lambda: train_lib.run, 'gin_configs/experiments/quickstart.gin')
+  # --mode=eval re-evaluates a run with its own operative config unless gin files are given.
+  run = cli.gin_configured(lambda: train_lib.run, 'gin_configs/experiments/quickstart.gin',
+                           default_gin_file=(os.path.join(FLAGS.model_dir, 'config.gin') if FLAGS.mode == 'eval'
+                                             else None))
   if run is None:
     return 2
   strategy = cli.strategy_from_flags()
@@ -44,8 +52,7 @@ def main(argv):
   except (ValueError, RuntimeError) as e:
     # Bad input (checkpoint, config, data): one clear line; the traceback stays in the log for whoever wants it.
     logging.info('Traceback of the error below:', exc_info=True)
-    print(f'error: {user_message(e)}\n(the traceback is in the log: rerun with --verbosity=0 to see it)',
-          file=sys.stderr)
+    print(f'error: {user_message(e)}\n{cli.traceback_hint()}', file=sys.stderr)
     return 2
   finally:
     preemption.uninstall()

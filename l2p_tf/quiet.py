@@ -1,0 +1,153 @@
+"""Quiet, useful logs for the command-line tools: no third-party chatter on a healthy run, and a log file per run.
+
+A healthy run prints its own progress on stdout and nothing on stderr. What is removed, and why it is safe:
+
+* TensorFlow's C++ log lines. `TF_CPP_MIN_LOG_LEVEL` defaults to 2 (errors only); on a machine with no NVIDIA
+  device node (`/dev/nvidiactl`, `/proc/driver/nvidia`) it defaults to 3, because there the only "error" TensorFlow
+  logs is its failing CUDA probe (`failed call to cuInit`), which says nothing about the run. An explicit
+  `TF_CPP_MIN_LOG_LEVEL` is always kept (set it to 0 to see everything).
+* tensorflow-datasets' progress bars (tqdm escape sequences in every log file), its "Downloading and preparing
+  dataset Unknown size ..." banners (replaced by one line naming the dataset and the folder) and its warning about
+  a variant folder without `dataset_info.json` (it is how tfds finds a folder it is about to prepare).
+
+`LogFile` keeps the full INFO-level log (tracebacks of errors included) in `MODEL_DIR/logs/<program>.log` once the run
+owns its directory, so an `error:` line can say where the details are.
+"""
+
+from __future__ import annotations
+
+import logging as py_logging
+import os
+from typing import Optional
+
+_GPU_NODES = ('/dev/nvidiactl', '/dev/nvidia0', '/proc/driver/nvidia')
+LOG_DIR_NAME = 'logs'
+
+
+def has_nvidia_device() -> bool:
+  """Whether this machine has an NVIDIA driver device node (without importing TensorFlow)."""
+  return any(os.path.exists(p) for p in _GPU_NODES)
+
+
+def set_environment_defaults() -> None:
+  """Sets TensorFlow's log-level default (see the module docstring); call before TensorFlow is imported."""
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2' if has_nvidia_device() else '3')
+
+
+class _DropRecords(py_logging.Filter):
+  """Drops the third-party log records listed in `_NOISE` (logger name prefix, message format)."""
+
+  _NOISE = (
+      # tfds, while preparing a dataset into a fresh folder (tensorflow_datasets/core/utils/file_utils.py).
+      ('absl', 'Variant folder %s has no %s'),
+  )
+
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    return not any(record.name.startswith(name) and record.msg == msg for name, msg in self._NOISE)
+
+
+_FILTER = _DropRecords()
+_TFDS_QUIETED = False
+_current: Optional['LogFile'] = None
+
+
+def quiet_tfds() -> None:
+  """No progress bars, one plain line instead of tfds's banners, no variant-folder warning (idempotent)."""
+  global _TFDS_QUIETED
+  for name in ('absl', ''):
+    logger = py_logging.getLogger(name)
+    if _FILTER not in logger.filters:
+      logger.addFilter(_FILTER)
+  if _TFDS_QUIETED:
+    return
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  tfds.disable_progress_bar()
+  builder_cls = tfds.core.DatasetBuilder
+
+  def log_download_bytes(self) -> None:
+    print(f'Preparing dataset {self.name} {self.version} in {self.data_dir} (once; later runs reuse it).', flush=True)
+
+  def log_download_done(self) -> None:
+    py_logging.getLogger('absl').info('Dataset %s prepared in %s.', self.name, self.data_dir)
+
+  # The two methods only print banners (tensorflow_datasets/core/dataset_builder.py); guarded so that a tfds
+  # without them keeps its own.
+  if hasattr(builder_cls, '_log_download_bytes'):
+    builder_cls._log_download_bytes = log_download_bytes  # pylint: disable=protected-access
+  if hasattr(builder_cls, '_log_download_done'):
+    builder_cls._log_download_done = log_download_done  # pylint: disable=protected-access
+  _TFDS_QUIETED = True
+
+
+class LogFile(py_logging.Handler):
+  """Writes every log record (INFO and up) to `MODEL_DIR/logs/<program>.log`, once the run owns `MODEL_DIR`.
+
+  The run owns its directory once it has written `config.gin` there: before that (bad input is refused before
+  anything is written) records are held in memory, so a refused command leaves the directory as it was. Each record is
+  appended with its own open / close, so the file follows the directory when `--overwrite` moves an old run aside.
+  Remote directories (gs://) get no log file: the launch scripts keep each worker's output instead.
+  """
+
+  def __init__(self, model_dir: str, program: str, *, max_held: int = 20000):
+    super().__init__(level=py_logging.INFO)
+    self.model_dir = model_dir
+    self.path = os.path.join(model_dir, LOG_DIR_NAME, f'{program}.log')
+    self._held: list[str] = []
+    self._max_held = max_held
+    self._owned = False
+    self.setFormatter(py_logging.Formatter('%(asctime)s %(levelname)s %(filename)s:%(lineno)d] %(message)s'))
+
+  def _owns_dir(self) -> bool:
+    if not self._owned:
+      self._owned = os.path.exists(os.path.join(self.model_dir, 'config.gin'))
+    return self._owned
+
+  def emit(self, record: py_logging.LogRecord) -> None:
+    try:
+      line = self.format(record) + '\n'
+      if not self._owns_dir():
+        if len(self._held) < self._max_held:
+          self._held.append(line)
+        return
+      self._write(''.join(self._held) + line)
+      self._held = []
+    except Exception:  # pylint: disable=broad-except  # Logging must never end a run.
+      pass
+
+  def _write(self, text: str) -> None:
+    os.makedirs(os.path.dirname(self.path), exist_ok=True)
+    with open(self.path, 'a', encoding='utf-8') as f:
+      f.write(text)
+
+  def written(self) -> Optional[str]:
+    """The log file's path when records were written to it, else None."""
+    return self.path if self._owned and os.path.exists(self.path) else None
+
+
+def install(model_dir: Optional[str], program: str, verbosity_given: bool) -> Optional[LogFile]:
+  """Quiets third-party logs and, for a local `model_dir`, adds the run's log file; returns it (None: remote).
+
+  Without `--verbosity`, stderr shows warnings and errors only while the log file gets everything from INFO up.
+  """
+  global _current
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  set_environment_defaults()
+  quiet_tfds()
+  handler = logging.get_absl_handler()
+  if not verbosity_given:
+    handler.setLevel(py_logging.WARNING)  # stderr: warnings and errors only (stdout carries the progress).
+  if not model_dir or '://' in model_dir:
+    if not verbosity_given:
+      logging.set_verbosity(logging.WARNING)
+    return None
+  if not verbosity_given:
+    logging.set_verbosity(logging.INFO)  # The logger passes INFO on; the stderr handler keeps its WARNING level.
+  log_file = LogFile(model_dir, program)
+  py_logging.getLogger('absl').addHandler(log_file)
+  _current = log_file
+  return log_file
+
+
+def current() -> Optional[LogFile]:
+  """The log file `install` added in this process, if any."""
+  return _current
