@@ -76,11 +76,15 @@ def gin_configured(get_target: Callable[[], Callable], example_gin_file: str,
     return None
   try:
     gin_utils.parse(gin_files, FLAGS.gin_bindings, FLAGS.gin_search_paths)
-    gin_utils.check_macros()
     configured = gin.get_configurable(get_target())
     gin.finalize()  # Runs gin's check that every `%gin.REQUIRED` setting was given a value.
+    gin_utils.check_macros()
   except (gin_utils.GinConfigError, ValueError) as e:
-    print(f'error: {e}', file=sys.stderr)
+    hint = ''
+    if '%gin.REQUIRED' in str(e):
+      hint = (f' The gin files must describe a whole run: start from an experiment (e.g. {example_gin_file}), which '
+              'includes base.gin and sets it.')
+    print(f'error: {e}{hint}', file=sys.stderr)
     return None
   return configured
 

@@ -16,8 +16,10 @@ owns its directory, so an `error:` line can say where the details are.
 
 from __future__ import annotations
 
+import json
 import logging as py_logging
 import os
+import time
 from typing import Optional
 
 _GPU_NODES = ('/dev/nvidiactl', '/dev/nvidia0', '/proc/driver/nvidia')
@@ -80,13 +82,16 @@ def quiet_tfds() -> None:
 
 
 class LogFile(py_logging.Handler):
-  """Writes every log record (INFO and up) to `MODEL_DIR/logs/<program>.log`, once the run owns `MODEL_DIR`.
+  """Writes every log record (INFO and up) to `MODEL_DIR/logs/<program>.log`, once this run has accepted `MODEL_DIR`.
 
-  The run owns its directory once it has written `config.gin` there: before that (bad input is refused before
-  anything is written) records are held in memory, so a refused command leaves the directory as it was. Each record is
-  appended with its own open / close, so the file follows the directory when `--overwrite` moves an old run aside.
-  Remote directories (gs://) get no log file: the launch scripts keep each worker's output instead.
+  A run has accepted its directory once it has written its own files there (`class_names.txt` or `config.gin`,
+  written by every run that passed its checks, newer than this process). Before that, records are held in memory, so
+  a refused command (bad input) leaves the directory exactly as it was. Each record is appended with its own open /
+  close, so the file follows the directory when `--overwrite` moves an old run aside. Remote directories (gs://) get
+  no log file: the launch scripts keep each worker's output instead.
   """
+
+  MARKERS = ('class_names.txt', 'config.gin')
 
   def __init__(self, model_dir: str, program: str, *, max_held: int = 20000):
     super().__init__(level=py_logging.INFO)
@@ -95,11 +100,18 @@ class LogFile(py_logging.Handler):
     self._held: list[str] = []
     self._max_held = max_held
     self._owned = False
+    self._start = time.time()
     self.setFormatter(py_logging.Formatter('%(asctime)s %(levelname)s %(filename)s:%(lineno)d] %(message)s'))
 
   def _owns_dir(self) -> bool:
     if not self._owned:
-      self._owned = os.path.exists(os.path.join(self.model_dir, 'config.gin'))
+      for name in self.MARKERS:
+        try:
+          if os.path.getmtime(os.path.join(self.model_dir, name)) >= self._start:
+            self._owned = True
+            break
+        except OSError:
+          continue
     return self._owned
 
   def emit(self, record: py_logging.LogRecord) -> None:
@@ -124,6 +136,18 @@ class LogFile(py_logging.Handler):
     return self.path if self._owned and os.path.exists(self.path) else None
 
 
+def _worker_suffix() -> str:
+  """'' for a single process or the chief; '.worker<i>' for the other workers of a multi-worker run (TF_CONFIG)."""
+  try:
+    config = json.loads(os.environ.get('TF_CONFIG', '') or '{}')
+    task = config.get('task', {})
+    kind, index = task.get('type', 'worker'), int(task.get('index', 0) or 0)
+  except (ValueError, AttributeError, TypeError):
+    return ''
+  has_chief = 'chief' in (config.get('cluster') or {})
+  return '' if kind == 'chief' or (kind == 'worker' and index == 0 and not has_chief) else f'.{kind}{index}'
+
+
 def install(model_dir: Optional[str], program: str, verbosity_given: bool) -> Optional[LogFile]:
   """Quiets third-party logs and, for a local `model_dir`, adds the run's log file; returns it (None: remote).
 
@@ -137,13 +161,17 @@ def install(model_dir: Optional[str], program: str, verbosity_given: bool) -> Op
   if not verbosity_given:
     handler.setLevel(py_logging.WARNING)  # stderr: warnings and errors only (stdout carries the progress).
   if not model_dir or '://' in model_dir:
+    _current = None
     if not verbosity_given:
       logging.set_verbosity(logging.WARNING)
     return None
   if not verbosity_given:
     logging.set_verbosity(logging.INFO)  # The logger passes INFO on; the stderr handler keeps its WARNING level.
-  log_file = LogFile(model_dir, program)
-  py_logging.getLogger('absl').addHandler(log_file)
+  absl_logger = py_logging.getLogger('absl')
+  for old in [h for h in absl_logger.handlers if isinstance(h, LogFile)]:  # A second run in the same process.
+    absl_logger.removeHandler(old)
+  log_file = LogFile(model_dir, program + _worker_suffix())
+  absl_logger.addHandler(log_file)
   _current = log_file
   return log_file
 
