@@ -16,11 +16,13 @@ import l2p_tf  # pylint: disable=unused-import  (sets TF_USE_LEGACY_KERAS before
 
 def train() -> None:
   from l2p_tf import main as main_lib  # pylint: disable=g-import-not-at-top  (defines the flags)
-  app.run(main_lib.main)
+  main_lib.run()
 
 
 def pretrain() -> None:
   from l2p_tf import pretrain as pretrain_lib  # pylint: disable=g-import-not-at-top
+  from l2p_tf import quiet  # pylint: disable=g-import-not-at-top
+  quiet.filter_stderr()
   pretrain_lib._define_flags()  # pylint: disable=protected-access  (its __main__ block does the same)
   app.run(pretrain_lib.main)
 

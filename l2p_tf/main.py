@@ -47,7 +47,7 @@ def main(argv):
     run(model_dir=FLAGS.model_dir, strategy=strategy, mode=FLAGS.mode, data_dir=FLAGS.tfds_data_dir,
         manual_dir=FLAGS.tfds_manual_dir, preemption=preemption, overwrite=FLAGS.overwrite)
   except train_lib.PreemptedError as e:
-    print(f'preempted: {e}', file=sys.stderr)
+    print(f'preempted: {user_message(e)}', file=sys.stderr)
     return train_lib.PREEMPTED_EXIT_CODE
   except (ValueError, RuntimeError) as e:
     # Bad input (checkpoint, config, data): one clear line; the traceback stays in the log for whoever wants it.
@@ -65,5 +65,12 @@ def user_message(e: BaseException) -> str:
   return '\n'.join(lines).strip()
 
 
-if __name__ == '__main__':
+def run() -> None:
+  """The command-line entry point (`python -m l2p_tf.main`, `l2p-train`)."""
+  from l2p_tf import quiet  # pylint: disable=g-import-not-at-top
+  quiet.filter_stderr()
   app.run(main)
+
+
+if __name__ == '__main__':
+  run()

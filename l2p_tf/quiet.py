@@ -10,6 +10,11 @@ A healthy run prints its own progress on stdout and nothing on stderr. What is r
   dataset Unknown size ..." banners (replaced by one line naming the dataset and the folder) and its warning about
   a variant folder without `dataset_info.json` (it is how tfds finds a folder it is about to prepare).
 
+* Two lines of the C++ absl logger, which TF_CPP_MIN_LOG_LEVEL does not govern: `WARNING: All log messages before
+  absl::InitializeLog() is called are written to STDERR` and its INFO lines (`I0000 00:00:...`, e.g. XLA's
+  "Compiled cluster using XLA!"). `filter_stderr` (called by the command-line entry points only) passes the process's
+  stderr through a small filter process that drops exactly these lines; `L2P_RAW_STDERR=1` turns it off.
+
 `LogFile` keeps the full INFO-level log (tracebacks of errors included) in `MODEL_DIR/logs/<program>.log` once the run
 owns its directory, so an `error:` line can say where the details are.
 """
@@ -134,6 +139,63 @@ class LogFile(py_logging.Handler):
   def written(self) -> Optional[str]:
     """The log file's path when records were written to it, else None."""
     return self.path if self._owned and os.path.exists(self.path) else None
+
+
+# Run by the filter process (`python -I -c`): copies stdin to stdout line by line, dropping the lines above. It
+# ignores SIGINT / SIGTERM (the trainer handles them and still has lines to print) and ends when every writer of the
+# pipe has closed it.
+_FILTER_CODE = r"""
+import re, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+drop = re.compile(rb'^(WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR'
+                  rb'|I0000 00:00:[0-9.]+ +[0-9]+ [^ ]+:[0-9]+\] .*)\r?\n?$')
+out = sys.stdout.buffer
+for line in iter(sys.stdin.buffer.readline, b''):
+  if not drop.match(line):
+    out.write(line)
+    out.flush()
+"""
+_filter_proc = None
+
+
+def filter_stderr() -> None:
+  """Passes this process's stderr (fd 2, so C++ output too) through the filter process described above.
+
+  Call it first thing in a command-line entry point (before TensorFlow starts threads); never in a library or a test
+  process. At exit stderr is restored and the filter is given a moment to write its last lines.
+  """
+  global _filter_proc
+  if _filter_proc is not None or os.environ.get('L2P_RAW_STDERR') == '1':
+    return
+  import atexit  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  try:
+    sys.stderr.flush()
+    original = os.dup(2)
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen([sys.executable, '-I', '-c', _FILTER_CODE], stdin=read_end, stdout=original,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    os.close(read_end)
+    os.dup2(write_end, 2)
+    os.close(write_end)
+  except OSError:
+    return  # Leave stderr as it is.
+  _filter_proc = proc
+
+  def restore():
+    try:
+      sys.stderr.flush()
+    except Exception:  # pylint: disable=broad-except
+      pass
+    try:
+      os.dup2(original, 2)  # Closes the pipe's last write end here: the filter sees the end and exits.
+      proc.wait(timeout=5)
+    except Exception:  # pylint: disable=broad-except  (children that still hold the pipe: leave the filter be)
+      pass
+
+  atexit.register(restore)
 
 
 def _worker_suffix() -> str:

@@ -68,6 +68,15 @@ def heatmap_png(acc: np.ndarray, row_names: Sequence[str], col_names: Optional[S
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
   col_names = list(row_names if col_names is None else col_names)
   rows, cols = acc.shape
+  if rows == 0 or cols == 0:  # Stopped before the first evaluation: a labelled empty figure, no degenerate axes.
+    fig, ax = plt.subplots(figsize=(4, 1.5), dpi=100)
+    ax.axis('off')
+    ax.text(0.5, 0.5, 'no task evaluated yet', ha='center', va='center')
+    ax.set_title(title)
+    buf = io.BytesIO()
+    fig.savefig(buf, format='png')
+    plt.close(fig)
+    return buf.getvalue()
   row_labels = [_wrap(n) for n in list(row_names)[:rows]] + [str(t) for t in range(len(row_names), rows)]
   col_labels = [_wrap(n) for n in col_names[:cols]] + [str(i) for i in range(len(col_names), cols)]
   # Sized from the labels, laid out by savefig's tight bounding box (tight_layout warns on narrow matrices).
