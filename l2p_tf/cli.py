@@ -68,8 +68,8 @@ def gin_configured(get_target: Callable[[], Callable], example_gin_file: str,
   import gin  # pylint: disable=g-import-not-at-top
   from l2p_tf import gin_utils  # pylint: disable=g-import-not-at-top
   gin_files = list(FLAGS.gin_file)
-  if not gin_files and default_gin_file and os.path.exists(default_gin_file):
-    gin_files = [default_gin_file]
+  if not gin_files and default_gin_file:
+    gin_files = _local_copy(default_gin_file)
   if not gin_files:
     print(f'error: give at least one --gin_file (e.g. --gin_file={example_gin_file}); --help lists every flag.',
           file=sys.stderr)
@@ -87,6 +87,21 @@ def gin_configured(get_target: Callable[[], Callable], example_gin_file: str,
     print(f'error: {e}{hint}', file=sys.stderr)
     return None
   return configured
+
+
+def _local_copy(path: str) -> list[str]:
+  """[path] when it exists locally, [a local copy] of a remote (gs://) file, or [] when there is no such file."""
+  if '://' not in path:
+    return [path] if os.path.exists(path) else []
+  import tempfile  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if not tf.io.gfile.exists(path):
+    return []
+  with tf.io.gfile.GFile(path) as f:
+    text = f.read()
+  with tempfile.NamedTemporaryFile('w', suffix='.gin', prefix='config-', delete=False) as f:
+    f.write(text)
+  return [f.name]
 
 
 def strategy_from_flags():

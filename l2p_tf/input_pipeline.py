@@ -77,8 +77,8 @@ def get_builder(name: str, *, data_dir: Optional[str] = None, manual_dir: Option
   if name == 'not_mnist' or (manual_dir and name in local.LOCAL_BUILDERS
                              and local.find_dataset_dir(local.LOCAL_BUILDERS[name], manual_dir)):
     builder_name = local.LOCAL_BUILDERS[name]
-  elif name in local.LOCAL_BUILDERS and _is_prepared(local.LOCAL_BUILDERS[name], data_dir) and not _is_prepared(
-      name, data_dir):
+  elif (name in local.LOCAL_BUILDERS and not _mocked() and _is_prepared(local.LOCAL_BUILDERS[name], data_dir)
+        and not _is_prepared(name, data_dir)):
     builder_name = local.LOCAL_BUILDERS[name]  # Prepared from local files earlier (l2p_tf.prepare_data): no download.
   builder = tfds.builder(builder_name, data_dir=data_dir)
   if prepare:
@@ -103,6 +103,12 @@ def get_builder(name: str, *, data_dir: Optional[str] = None, manual_dir: Option
       raise RuntimeError(f'could not prepare dataset {name!r} (builder {builder_name!r}, data_dir {data_dir!r}): '
                          f'{type(e).__name__}: {e}. To run offline, {hint}.') from e
   return builder
+
+
+def _mocked() -> bool:
+  """Whether tfds.testing.mock_data is active (nothing is read from or written to a data directory then)."""
+  return getattr(tfds.core.DatasetBuilder.download_and_prepare, '__module__', '').startswith(
+      'tensorflow_datasets.testing')
 
 
 def _is_prepared(name: str, data_dir: Optional[str]) -> bool:
