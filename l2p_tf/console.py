@@ -29,12 +29,16 @@ def pretrain() -> None:
 
 def export() -> None:
   from l2p_tf import export as export_lib  # pylint: disable=g-import-not-at-top
+  from l2p_tf import quiet  # pylint: disable=g-import-not-at-top
+  quiet.filter_stderr()
   export_lib.define_flags()
   app.run(export_lib.main)
 
 
 def predict() -> None:
   from l2p_tf import predict as predict_lib  # pylint: disable=g-import-not-at-top
+  from l2p_tf import quiet  # pylint: disable=g-import-not-at-top
+  quiet.filter_stderr()
   predict_lib.define_flags()
   app.run(predict_lib.main)
 
@@ -45,7 +49,9 @@ def summarize() -> None:
 
 
 def inspect_npz() -> None:
-  from l2p_tf.checkpoints import inspect_npz as inspect_lib  # pylint: disable=g-import-not-at-top
+  from l2p_tf import quiet  # pylint: disable=g-import-not-at-top
+  quiet.filter_stderr()
+  from l2p_tf.checkpoints import inspect_npz as inspect_lib  # pylint: disable=g-import-not-at-top  (imports TF)
   app.run(inspect_lib.main)
 
 

@@ -160,7 +160,9 @@ def main(argv) -> int:
 
 
 def run() -> None:
-  """Console-script entry point (`l2p-prepare-data`)."""
+  """The command-line entry point (`python -m l2p_tf.prepare_data`, `l2p-prepare-data`)."""
+  from l2p_tf import quiet  # pylint: disable=g-import-not-at-top
+  quiet.filter_stderr()  # Drops the C++ absl logger's chatter (l2p_tf/quiet.py).
   define_flags()
   app.run(main)
 
