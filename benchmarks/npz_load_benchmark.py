@@ -1,4 +1,4 @@
-r"""Times loading an original-layout ViT `.npz` into the model (issue: under 10 s for ViT-B/16 on 2 CPU cores).
+r"""Times loading an original-layout ViT `.npz` into the model (target: under 10 s for ViT-B/16 on 2 CPU cores).
 
   .venv/bin/python benchmarks/npz_load_benchmark.py [--variant=B/16] [--repeats=3]
 

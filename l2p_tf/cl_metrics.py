@@ -1,4 +1,4 @@
-"""Continual-learning metrics from an accuracy matrix (numpy; DESIGN.md section 5).
+"""Continual-learning metrics from an accuracy matrix (numpy).
 
 Convention: `acc[t, i]` is the top-1 accuracy (percent) on task i's test set after training through task t, for
 i <= t; entries with i > t are NaN (not evaluated). Rows are "after task t", columns are "task i":

@@ -7,6 +7,7 @@ binding.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Callable, Optional
 
@@ -39,36 +40,78 @@ def define_run_flags() -> None:
                     'differs): the old run is first moved to <model_dir>.overwritten-<time>/.')
 
 
-def start(argv) -> None:
-  """Refuses positional arguments; logs warnings only unless --verbosity was given (stdout carries the progress)."""
+
+def start(argv, program: Optional[str] = None):
+  """Refuses positional arguments; quiets third-party logs; adds the run's log file (`l2p_tf.quiet`).
+
+  stderr shows warnings and errors only unless --verbosity was given (stdout carries the progress); the log file
+  `MODEL_DIR/logs/<program>.log` gets everything from INFO up once the run owns MODEL_DIR. Returns the log file
+  handler (None for a remote MODEL_DIR). `program` defaults to 'pretrain' for l2p_tf.pretrain, else 'main'.
+  """
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if not FLAGS['verbosity'].present:
-    logging.set_verbosity(logging.WARNING)
+  from l2p_tf import quiet  # pylint: disable=g-import-not-at-top
+  program = program or ('pretrain' if 'pretrain' in os.path.basename(sys.argv[0]) else 'main')
+  return quiet.install(FLAGS.model_dir, program, verbosity_given=FLAGS['verbosity'].present)
 
 
-def gin_configured(get_target: Callable[[], Callable], example_gin_file: str) -> Optional[Callable]:
-  """Parses --gin_file and --gin_bindings, finalizes gin, and returns `get_target()` with its gin bindings applied.
+def traceback_hint() -> str:
+  """Where an error's traceback can be read: the run's log file when it has one, else how to show it."""
+  from l2p_tf import quiet  # pylint: disable=g-import-not-at-top
+  log_file = quiet.current()
+  path = log_file.written() if log_file is not None else None
+  if path:
+    return f'(the traceback is in {path})'
+  return '(the traceback is in the log: rerun with --verbosity=0 to see it)'
+
+
+def gin_configured(get_target: Callable[[], Callable], example_gin_file: str,
+                   default_gin_file: Optional[str] = None) -> Optional[Callable]:
+  """Parses --gin_file and --gin_bindings, checks and finalizes gin, and returns `get_target()` configured.
 
   `get_target` is called after parsing (under `python -m`, the function must come from the imported module, not
-  from `__main__`, for gin to know it). A bad gin file or binding prints one `error:` line naming it to stderr and
-  returns None (the caller exits with code 2).
-
-  Raises:
-    app.UsageError: no --gin_file (the message suggests `example_gin_file`).
+  from `__main__`, for gin to know it). Without --gin_file, `default_gin_file` is used when it exists (the run's own
+  config.gin for `--mode=eval`). A bad gin file or binding, a macro that is defined but used nowhere (a misspelt
+  name), a macro used but never defined, or a `%gin.REQUIRED` setting left unset prints one `error:` line naming it
+  to stderr and returns None (the caller exits with code 2), as does a missing --gin_file.
   """
   import gin  # pylint: disable=g-import-not-at-top
   from l2p_tf import gin_utils  # pylint: disable=g-import-not-at-top
-  if not FLAGS.gin_file:
-    raise app.UsageError(f'Give at least one --gin_file (e.g. {example_gin_file}).')
-  try:
-    gin_utils.parse(FLAGS.gin_file, FLAGS.gin_bindings, FLAGS.gin_search_paths)
-    configured = gin.get_configurable(get_target())
-  except (gin_utils.GinConfigError, ValueError) as e:
-    print(f'error: {e}', file=sys.stderr)
+  gin_files = list(FLAGS.gin_file)
+  if not gin_files and default_gin_file:
+    gin_files = _local_copy(default_gin_file)
+  if not gin_files:
+    print(f'error: give at least one --gin_file (e.g. --gin_file={example_gin_file}); --help lists every flag.',
+          file=sys.stderr)
     return None
-  gin.finalize()
+  try:
+    gin_utils.parse(gin_files, FLAGS.gin_bindings, FLAGS.gin_search_paths)
+    configured = gin.get_configurable(get_target())
+    gin.finalize()  # Runs gin's check that every `%gin.REQUIRED` setting was given a value.
+    gin_utils.check_macros()
+  except (gin_utils.GinConfigError, ValueError) as e:
+    hint = ''
+    if '%gin.REQUIRED' in str(e):
+      hint = (f' The gin files must describe a whole run: start from an experiment (e.g. {example_gin_file}), which '
+              'includes base.gin and sets it.')
+    print(f'error: {e}{hint}', file=sys.stderr)
+    return None
   return configured
+
+
+def _local_copy(path: str) -> list[str]:
+  """[path] when it exists locally, [a local copy] of a remote (gs://) file, or [] when there is no such file."""
+  if '://' not in path:
+    return [path] if os.path.exists(path) else []
+  import tempfile  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if not tf.io.gfile.exists(path):
+    return []
+  with tf.io.gfile.GFile(path) as f:
+    text = f.read()
+  with tempfile.NamedTemporaryFile('w', suffix='.gin', prefix='config-', delete=False) as f:
+    f.write(text)
+  return [f.name]
 
 
 def strategy_from_flags():
@@ -83,15 +126,17 @@ def user_message(e: BaseException) -> str:
   return '\n'.join(lines).strip()
 
 
-def run_configured(get_target: Callable[[], Callable], example_gin_file: str, **kwargs) -> int:
+def run_configured(get_target: Callable[[], Callable], example_gin_file: str, default_gin_file: Optional[str] = None,
+                   **kwargs) -> int:
   """Runs the gin-configured `get_target()` (an engine run) with the flags' model_dir, strategy and data dirs.
 
-  SIGTERM / SIGINT ask the run to stop after the current step (it writes a checkpoint first).
+  SIGTERM / SIGINT ask the run to stop after the current step (it writes a checkpoint first). `default_gin_file` is
+  parsed when no --gin_file is given (see `gin_configured`).
 
   Returns:
     The exit code: 0 done, 2 bad input or a failed run (one `error:` line on stderr), 75 preempted.
   """
-  run = gin_configured(get_target, example_gin_file)
+  run = gin_configured(get_target, example_gin_file, default_gin_file)
   if run is None:
     return 2
   from l2p_tf.engine import preemption as preemption_lib  # pylint: disable=g-import-not-at-top
@@ -102,13 +147,12 @@ def run_configured(get_target: Callable[[], Callable], example_gin_file: str, **
     run(model_dir=FLAGS.model_dir, strategy=strategy, data_dir=FLAGS.tfds_data_dir, manual_dir=FLAGS.tfds_manual_dir,
         preemption=preemption, overwrite=FLAGS.overwrite, **kwargs)
   except preemption_lib.PreemptedError as e:
-    print(f'preempted: {e}', file=sys.stderr)
+    print(f'preempted: {user_message(e)}', file=sys.stderr)
     return preemption_lib.PREEMPTED_EXIT_CODE
   except (ValueError, RuntimeError) as e:
     # Bad input (checkpoint, config, data): one clear line; the traceback stays in the log for whoever wants it.
     logging.info('Traceback of the error below:', exc_info=True)
-    print(f'error: {user_message(e)}\n(the traceback is in the log: rerun with --verbosity=0 to see it)',
-          file=sys.stderr)
+    print(f'error: {user_message(e)}\n{traceback_hint()}', file=sys.stderr)
     return 2
   finally:
     preemption.uninstall()

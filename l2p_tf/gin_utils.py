@@ -7,12 +7,15 @@ import hashlib
 import importlib.util  # pylint: disable=unused-import  (gin's resource reader uses it without importing it)
 import logging
 import os
-from typing import Sequence
+from typing import Optional, Sequence
 
 import gin
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GIN_CONFIGS_DIR = os.path.join(REPO_ROOT, 'gin_configs')
+from l2p_tf import resources
+
+# The folder holding gin_configs/ (the repository root, or the installed package) and the gin configs themselves.
+REPO_ROOT = resources.ROOT
+GIN_CONFIGS_DIR = resources.GIN_CONFIGS_DIR
 
 
 class GinConfigError(ValueError):
@@ -22,8 +25,9 @@ class GinConfigError(ValueError):
 def parse(gin_files: Sequence[str], gin_bindings: Sequence[str] = (), search_paths: Sequence[str] = ()) -> None:
   """Parses gin files then bindings (later ones override earlier ones); does not finalize.
 
-  Files are looked up as given, then in each search path, then in the repository root and `gin_configs/`, so
-  `--gin_file=experiments/cifar100_l2p.gin` and `include 'base.gin'` both work from any directory.
+  Files are looked up as given, then in `gin_configs/` and the folder that holds it (the repository root, or the
+  installed package: `l2p_tf.resources`), then in each search path, so `--gin_file=experiments/cifar100_l2p.gin`,
+  `--gin_file=gin_configs/experiments/cifar100_l2p.gin` and `include 'base.gin'` all work from any directory.
 
   Raises:
     GinConfigError: a file is missing, or gin rejects a file or binding; the message names the file (and, where
@@ -74,6 +78,57 @@ def _resolve(path: str, search_paths: Sequence[str]) -> str:
     if os.path.exists(candidate):
       return candidate
   raise GinConfigError(f'Gin file {path!r} not found (looked in the current directory and {list(search_paths)}).')
+
+
+def _macro_name(value) -> Optional[str]:
+  """The macro a parsed gin value refers to (`%NAME`), or None."""
+  selector = getattr(value, 'scoped_selector', None)
+  if isinstance(selector, str) and selector.endswith('/gin.macro'):
+    return selector[:-len('/gin.macro')]
+  return None
+
+
+def _referenced_macros(value, out: set) -> None:
+  name = _macro_name(value)
+  if name is not None:
+    out.add(name)
+  elif isinstance(value, (list, tuple, set)):
+    for v in value:
+      _referenced_macros(v, out)
+  elif isinstance(value, dict):
+    for k, v in value.items():
+      _referenced_macros(k, out)
+      _referenced_macros(v, out)
+
+
+def check_macros() -> None:
+  """Refuses macros that are defined but used nowhere, and macros used but defined nowhere.
+
+  gin accepts `POOL_SIZ = 3` (a misspelt `POOL_SIZE`) silently: it only defines a new macro that nothing reads, and
+  the run goes on with the old value. Every macro must be read by some binding (of any configurable, called or not)
+  or by another macro.
+
+  Raises:
+    GinConfigError: naming the unused or undefined macros.
+  """
+  config = gin.config._CONFIG  # pylint: disable=protected-access  (gin has no public view of the bindings)
+  defined = {scope for (scope, selector) in config if selector == 'gin.macro'}
+  referenced = set()
+  for params in config.values():
+    for value in params.values():
+      _referenced_macros(value, referenced)
+  unused = sorted(defined - referenced)
+  undefined = sorted(referenced - defined)
+  problems = []
+  if unused:
+    problems.append(f'macro{"s" if len(unused) > 1 else ""} {", ".join(unused)} '
+                    f'{"are" if len(unused) > 1 else "is"} set but used nowhere (misspelt?); known macros: '
+                    f'{", ".join(sorted(defined & referenced))}')
+  if undefined:
+    problems.append(f'macro{"s" if len(undefined) > 1 else ""} {", ".join(undefined)} '
+                    f'{"are" if len(undefined) > 1 else "is"} used but never set')
+  if problems:
+    raise GinConfigError('; '.join(problems) + '.')
 
 
 def config_hash() -> str:

@@ -5,10 +5,15 @@ r"""Runs a continual-learning experiment from gin files.
       [--strategy=one_device|mirrored|multi_worker_mirrored|tpu] [--tpu=ADDRESS] \
       [--tfds_data_dir=DIR] [--tfds_manual_dir=DIR] [--mode=train|eval] [--overwrite]
 
+`--mode=eval` without --gin_file uses the run's own MODEL_DIR/config.gin. The full log (INFO and up, tracebacks of
+errors included) is kept in MODEL_DIR/logs/main.log.
+
 Flags carry infrastructure only; every hyperparameter is a gin binding (see gin_configs/). A rerun of the same
 command resumes from the newest checkpoint in --model_dir. Exit codes: 0 done; 2 bad input or a failed run (one
 `error:` line on stderr, see docs/errors.md); 75 preempted by SIGTERM / SIGINT (checkpoint written; rerun to resume).
 """
+
+import os
 
 from absl import app
 from absl import flags
@@ -19,14 +24,25 @@ from l2p_tf import cli
 FLAGS = flags.FLAGS
 cli.define_flags('Directory for checkpoints, summaries, config.gin and results.')
 cli.define_run_flags()
-flags.DEFINE_enum('mode', 'train', ['train', 'eval'], 'train (or resume), or re-evaluate the newest checkpoint.')
+flags.DEFINE_enum('mode', 'train', ['train', 'eval'], 'train (or resume), or re-evaluate the newest checkpoint '
+                  '(with MODEL_DIR/config.gin unless --gin_file is given).')
 
 
 def main(argv):
   cli.start(argv)
   from l2p_tf.engine import loop  # pylint: disable=g-import-not-at-top
-  return cli.run_configured(lambda: loop.run, 'gin_configs/experiments/quickstart.gin', mode=FLAGS.mode)
+  # --mode=eval re-evaluates a run with its own operative config unless gin files are given.
+  default = os.path.join(FLAGS.model_dir, 'config.gin') if FLAGS.mode == 'eval' else None
+  return cli.run_configured(lambda: loop.run, 'gin_configs/experiments/quickstart.gin', default_gin_file=default,
+                            mode=FLAGS.mode)
+
+
+def run() -> None:
+  """The command-line entry point (`python -m l2p_tf.main`, `l2p-train`)."""
+  from l2p_tf import quiet  # pylint: disable=g-import-not-at-top
+  quiet.filter_stderr()
+  app.run(main)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  run()

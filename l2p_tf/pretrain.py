@@ -109,6 +109,11 @@ def _export_and_remeasure(res: dict, *, model_dir, strategy, experiment, evaluat
   return result
 
 
+def _define_flags():
+  cli.define_flags('Directory for checkpoints, summaries and the exported .npz.')
+  cli.define_run_flags()
+
+
 def main(argv):
   cli.start(argv)
   from l2p_tf import pretrain as pretrain_lib  # pylint: disable=g-import-not-at-top
@@ -117,6 +122,7 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  cli.define_flags('Directory for checkpoints, summaries and the exported .npz.')
-  cli.define_run_flags()
+  from l2p_tf import quiet  # pylint: disable=g-import-not-at-top
+  quiet.filter_stderr()  # Drops the C++ absl logger's chatter (l2p_tf/quiet.py).
+  _define_flags()
   app.run(main)

@@ -1,11 +1,12 @@
-r"""Tabulates finished runs: final avg_acc, forgetting, learning_acc and wall time, one row per run.
+r"""Tabulates finished runs: final avg_acc, forgetting, learning_acc and wall time, one row per run; plots avg_acc.
 
-  python -m l2p_tf.summarize "L2P=/tmp/runs/l2p" "ft_seq_frozen=/tmp/runs/frozen" "joint (linear)=/tmp/runs/joint" \
-      [--lower=ft_seq_frozen --upper="joint (linear)"] [--json_out=FILE]
+  python -m l2p_tf.summarize /tmp/runs/l2p /tmp/runs/frozen "joint (linear)=/tmp/runs/joint" \
+      [--lower=frozen --upper="joint (linear)"] [--json_out=FILE] [--plot=avg_acc.png]
 
-Each argument is LABEL=MODEL_DIR (a directory with the trainer's results.json). With --lower and --upper it also
-prints, for every other row, the share of the gap closed: (row - lower) / (upper - lower) on final avg_acc.
-The output is a Markdown table (docs/results.md is made of them).
+Each argument is a MODEL_DIR (a directory with the trainer's results.json; its label is the directory's name) or
+LABEL=MODEL_DIR. With --lower and --upper it also prints, for every other row, the share of the gap closed:
+(row - lower) / (upper - lower) on final avg_acc. The output is a Markdown table (docs/results.md is made of them);
+--plot also writes a PNG of avg_acc after each task, one line per run.
 """
 
 from __future__ import annotations
@@ -60,21 +61,57 @@ def table(rows: Sequence[tuple[str, dict]], lower: Optional[str] = None, upper: 
   return '\n'.join(lines)
 
 
+def parse_run(spec: str) -> tuple[str, str]:
+  """(label, model_dir) of an argument: an existing directory (labelled by its name), or LABEL=MODEL_DIR."""
+  if os.path.isdir(spec) or '=' not in spec:
+    return os.path.basename(os.path.normpath(spec)), spec
+  label, model_dir = spec.split('=', 1)
+  if not label:
+    raise ValueError(f'{spec!r}: empty LABEL in LABEL=MODEL_DIR.')
+  return label, model_dir
+
+
+def plot_avg_acc(rows: Sequence[tuple[str, dict]], path: str) -> None:
+  """Writes a PNG of avg_acc (%) after each task, one line per run (runs of different lengths share the axes)."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+  most = 1
+  for label, res in rows:
+    curve = [float('nan') if v is None else v for v in res.get('avg_acc') or []]
+    if not curve:
+      raise ValueError(f'run {label!r}: results.json has no avg_acc curve.')
+    most = max(most, len(curve))
+    ax.plot(range(1, len(curve) + 1), curve, marker='o', label=label)
+  ax.set_xlabel('tasks trained')
+  ax.set_ylabel('avg_acc (%)')
+  ax.set_xticks(range(1, most + 1))
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  ax.set_title('average accuracy over the tasks seen')
+  fig.savefig(path, format='png', bbox_inches='tight')
+  plt.close(fig)
+
+
 def main(argv: Sequence[str]) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('runs', nargs='+', help='LABEL=MODEL_DIR')
+  parser.add_argument('runs', nargs='+', help='MODEL_DIR or LABEL=MODEL_DIR')
   parser.add_argument('--lower', help='label of the lower bound (ft_seq_frozen)')
   parser.add_argument('--upper', help='label of the upper bound (joint)')
   parser.add_argument('--json_out', help='also write {label: final metrics} here')
+  parser.add_argument('--plot', help='also write a PNG of avg_acc after each task, one line per run, here')
   args = parser.parse_args(argv)
   try:
     rows = []
     for spec in args.runs:
-      if '=' not in spec:
-        raise ValueError(f'{spec!r} is not LABEL=MODEL_DIR.')
-      label, model_dir = spec.split('=', 1)
+      label, model_dir = parse_run(spec)
+      if label in dict(rows):
+        raise ValueError(f'two runs are labelled {label!r}; name them with LABEL=MODEL_DIR.')
       rows.append((label, load(model_dir)))
     print(table(rows, args.lower, args.upper))
+    if args.plot:
+      plot_avg_acc(rows, args.plot)
   except ValueError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

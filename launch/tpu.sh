@@ -7,7 +7,8 @@
 #   create        create the TPU VM (skipped if it exists)
 #   setup         copy this repository (git HEAD) to every worker and install the pinned environment there
 #                 (./setup.sh with Python 3.11, plus the TPU build of TensorFlow)
-#   prepare_data  build the tfds datasets once (on worker 0, or locally) into the shared --tfds_data_dir (gs://)
+#   prepare_data  prepare the datasets the gin files' experiment reads, once (on worker 0, or locally), into the
+#                 shared --tfds_data_dir (gs://), with python -m l2p_tf.prepare_data
 #   run           start python -m l2p_tf.main --strategy=tpu with the gin files on every worker, in the background
 #                 (skipped on a worker where the same run is still alive); a restarted run resumes from --model_dir
 #   logs          follow the log of the run on one worker
@@ -39,8 +40,7 @@ opt tpu_pip TPU_PIP "tensorflow-tpu==2.20.0 -f https://storage.googleapis.com/li
   "pip arguments that add TPU support to the pinned TensorFlow on the workers (empty: skip)."
 opt tfds_data_dir TFDS_DATA_DIR "" "Shared tfds data directory, gs://BUCKET/tfds (prepare_data, run)."
 opt tfds_manual_dir TFDS_MANUAL_DIR "" "tfds manual_dir for datasets that need manual downloads (e.g. DomainNet)."
-opt datasets DATASETS "cifar100" "Comma-separated tfds datasets for prepare_data (e.g. cifar10,mnist,fashion_mnist,svhn_cropped)."
-opt tfds_imports TFDS_IMPORTS "" "Comma-separated modules that register extra tfds builders (e.g. datasets.domainnet)."
+opt datasets DATASETS "" "Comma-separated tfds datasets prepare_data prepares besides those of the gin files (e.g. cifar10,mnist)."
 opt prepare_on PREPARE_ON "worker0" "Where prepare_data builds the datasets: worker0 or local (this machine's .venv)."
 opt model_dir MODEL_DIR "" "Run directory on gs:// shared by all workers: checkpoints, summaries, results (run, logs, stop)."
 list_opt gin_file GIN_FILES "Gin file relative to the repository root (repeat; later files override earlier ones)."
@@ -121,14 +121,15 @@ cmd_setup() {
 
 cmd_prepare_data() {
   need_gs TFDS_DATA_DIR tfds_data_dir
-  require DATASETS datasets
-  local datasets
-  # shellcheck disable=SC2153  # DATASETS is set by opt (printf -v).
-  IFS=',' read -r -a datasets <<<"$DATASETS"
-  # `python -m` (not the tfds console script) puts the repository on sys.path, so --imports=datasets.X works.
-  local args=(-m tensorflow_datasets.scripts.cli.main build "${datasets[@]}" "--data_dir=$TFDS_DATA_DIR")
-  [[ -z "$TFDS_MANUAL_DIR" ]] || args+=("--manual_dir=$TFDS_MANUAL_DIR")
-  [[ -z "$TFDS_IMPORTS" ]] || args+=("--imports=$TFDS_IMPORTS")
+  ((${#GIN_FILES[@]} > 0)) || [[ -n "$DATASETS" ]] || die "prepare_data needs --gin_file (the experiment) or --datasets"
+  # l2p_tf.prepare_data reads the experiment's gin files and prepares each dataset it needs with the builders'
+  # download_and_prepare (no Apache Beam, unlike `tfds build`); datasets already prepared are skipped.
+  local args=(-m l2p_tf.prepare_data "--tfds_data_dir=$TFDS_DATA_DIR")
+  local f b
+  for f in "${GIN_FILES[@]}"; do args+=("--gin_file=$f"); done
+  for b in "${GIN_BINDINGS[@]}"; do args+=("--gin_bindings=$b"); done
+  [[ -z "$DATASETS" ]] || args+=("--datasets=$DATASETS")
+  [[ -z "$TFDS_MANUAL_DIR" ]] || args+=("--tfds_manual_dir=$TFDS_MANUAL_DIR")
   if [[ "$PREPARE_ON" == local ]]; then
     [[ "$DRY_RUN" == 1 || -x "$L2P_REPO/.venv/bin/python" ]] || die "no $L2P_REPO/.venv/bin/python; run ./setup.sh first"
     run cd "$L2P_REPO"

@@ -15,14 +15,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 # Layer name -> path prefixes (relative to the repository root), lowest layer first.
 LAYERS = (
     ('foundation', ('l2p_tf/__init__.py', 'l2p_tf/results.py', 'l2p_tf/gin_utils.py', 'l2p_tf/cl_metrics.py',
-                    'l2p_tf/losses.py', 'l2p_tf/optimizers.py', 'l2p_tf/logs.py')),
+                    'l2p_tf/losses.py', 'l2p_tf/optimizers.py', 'l2p_tf/quiet.py', 'l2p_tf/resources.py')),
     ('data', ('l2p_tf/data/',)),
     ('models', ('l2p_tf/models/', 'l2p_tf/checkpoints/__init__.py', 'l2p_tf/checkpoints/npz_loader.py',
                 'l2p_tf/checkpoints/npz_writer.py', 'l2p_tf/flops.py')),
     ('methods', ('l2p_tf/methods/',)),
     ('engine', ('l2p_tf/engine/',)),
     ('tools', ('l2p_tf/main.py', 'l2p_tf/pretrain.py', 'l2p_tf/export.py', 'l2p_tf/predict.py', 'l2p_tf/summarize.py',
-               'l2p_tf/cli.py', 'l2p_tf/prepare_data.py', 'l2p_tf/checkpoints/inspect_npz.py')),
+               'l2p_tf/cli.py', 'l2p_tf/prepare_data.py', 'l2p_tf/console.py', 'l2p_tf/checkpoints/inspect_npz.py')),
 )
 MAX_FUNCTION_LINES = 80
 MAX_LOOP_LINES = 300
@@ -103,3 +103,10 @@ def test_production_code_has_no_fault_injection():
   hits = [p for p in modules() if 'L2P_FAULT_INJECTION' in open(os.path.join(REPO, p)).read()
           or any('faults' in m for m in imports(p))]
   assert hits == []
+
+
+def test_every_package_is_installed_by_pyproject():
+  text = open(os.path.join(REPO, 'pyproject.toml')).read()
+  packages = {os.path.relpath(root, REPO).replace(os.sep, '.')
+              for root, _, files in os.walk(os.path.join(REPO, 'l2p_tf')) if '__init__.py' in files}
+  assert sorted(p for p in packages if f'"{p}"' not in text) == []

@@ -20,6 +20,18 @@ def test_reports_variant_count_and_clean_load(tmp_path):
   assert 'loads cleanly' in text
 
 
+def test_checks_at_the_files_own_resolution_by_default(tmp_path):
+  path = str(tmp_path / 'tiny.npz')
+  test_util.write_fake_npz(path, variant='tiny', image_size=32)
+  text, ok = inspect_npz.inspect(path)
+  assert ok, text
+  assert 'position grid: 8x8 (32 pixels)' in text
+  assert 'against ViT-tiny at 32px:' in text
+  assert 'resampled' not in text
+  text, ok = inspect_npz.inspect(path, image_size=64)
+  assert ok and 'against ViT-tiny at 64px:' in text and 'position embedding resampled' in text
+
+
 def test_reports_what_would_not_load(tmp_path):
   path = str(tmp_path / 'tiny.npz')
   arrays = test_util.random_vit_arrays('tiny', 32)
@@ -33,7 +45,7 @@ def test_reports_what_would_not_load(tmp_path):
 def test_command_line_exit_codes(tmp_path):
   path = str(tmp_path / 'tiny.npz')
   test_util.write_fake_npz(path, variant='tiny', image_size=32)
-  cmd = [sys.executable, '-m', 'l2p_tf.checkpoints.inspect_npz', path, '--image_size=32']
+  cmd = [sys.executable, '-m', 'l2p_tf.checkpoints.inspect_npz', path]
   ok = subprocess.run(cmd, capture_output=True, text=True, cwd=test_util.REPO_ROOT, check=False)
   assert ok.returncode == 0, ok.stderr
   assert 'variant tiny' in ok.stdout

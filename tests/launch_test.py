@@ -143,11 +143,13 @@ def test_tpu_up_runs_every_step_in_order_on_the_right_workers(repo):
   assert setup[5:8] == ['l2p-test', '--zone=us-central1-a', '--worker=all']
   assert 'L2P_SKIP_APT=1 PYTHON=python3.11 ./setup.sh' in remote(setup)
   assert 'pip install -q tensorflow-tpu==2.20.0' in remote(setup)
-  # Data: once, on worker 0, into the shared gs:// directory.
+  # Data: once, on worker 0, into the shared gs:// directory: the project's command, with the run's gin files (so it
+  # prepares exactly the datasets the experiment reads; no `tfds build`, which needs Apache Beam).
   assert prepare[5:8] == ['l2p-test', '--zone=us-central1-a', '--worker=0']
   assert shlex.split(remote(prepare)) == [
-      'cd', 'l2p-tf', '&&', '.venv/bin/python', '-m', 'tensorflow_datasets.scripts.cli.main', 'build', 'cifar100',
-      '--data_dir=gs://bkt/tfds']
+      'cd', 'l2p-tf', '&&', '.venv/bin/python', '-m', 'l2p_tf.prepare_data', '--tfds_data_dir=gs://bkt/tfds',
+      '--gin_file=gin_configs/experiments/cifar100_l2p.gin', '--gin_file=gin_configs/local_tiny.gin',
+      f'--gin_bindings={BINDING}']
   # Run: on every worker, --strategy=tpu, every gin file in order, the binding as one argument.
   assert start[5:8] == ['l2p-test', '--zone=us-central1-a', '--worker=all']
   words = shlex.split(remote(start))
@@ -166,17 +168,21 @@ def test_tpu_up_runs_every_step_in_order_on_the_right_workers(repo):
 
 def test_tpu_prepare_data_options(repo):
   out = run(repo, 'tpu.sh', 'prepare_data', '--dry_run', '--tfds_data_dir=gs://bkt/tfds',
-            '--datasets=cifar10,mnist,fashion_mnist,svhn_cropped', '--tfds_imports=datasets',
+            '--gin_file=gin_configs/experiments/five_datasets_l2p.gin', '--datasets=svhn_cropped',
             '--tfds_manual_dir=gs://bkt/manual').stdout
   [cmd] = commands(out)
-  assert shlex.split(remote(cmd))[7:] == [
-      'cifar10', 'mnist', 'fashion_mnist', 'svhn_cropped', '--data_dir=gs://bkt/tfds', '--manual_dir=gs://bkt/manual',
-      '--imports=datasets']
-  out = run(repo, 'tpu.sh', 'prepare_data', '--dry_run', '--tfds_data_dir=gs://bkt/tfds', '--prepare_on=local').stdout
+  assert shlex.split(remote(cmd))[3:] == [
+      '.venv/bin/python', '-m', 'l2p_tf.prepare_data', '--tfds_data_dir=gs://bkt/tfds',
+      '--gin_file=gin_configs/experiments/five_datasets_l2p.gin', '--datasets=svhn_cropped',
+      '--tfds_manual_dir=gs://bkt/manual']
+  out = run(repo, 'tpu.sh', 'prepare_data', '--dry_run', '--tfds_data_dir=gs://bkt/tfds', '--prepare_on=local',
+            '--datasets=cifar100').stdout
   assert commands(out) == [
       ['cd', str(repo)],
-      [f'{repo}/.venv/bin/python', '-m', 'tensorflow_datasets.scripts.cli.main', 'build', 'cifar100',
-       '--data_dir=gs://bkt/tfds']]
+      [f'{repo}/.venv/bin/python', '-m', 'l2p_tf.prepare_data', '--tfds_data_dir=gs://bkt/tfds',
+       '--datasets=cifar100']]
+  p = run(repo, 'tpu.sh', 'prepare_data', '--dry_run', '--tfds_data_dir=gs://bkt/tfds', check=False)
+  assert p.returncode != 0 and 'prepare_data needs --gin_file (the experiment) or --datasets' in p.stderr
 
 
 def test_tpu_logs_stop_delete(repo):

@@ -9,13 +9,11 @@ os.environ.setdefault('TF_USE_LEGACY_KERAS', '1')
 from absl import app  # pylint: disable=g-import-not-at-top,g-bad-import-order
 import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-from l2p_tf import cli  # pylint: disable=g-import-not-at-top
 from l2p_tf import pretrain  # pylint: disable=g-import-not-at-top
 from tests import faults  # pylint: disable=g-import-not-at-top
 
 if __name__ == '__main__':
-  cli.define_flags('Directory for checkpoints, summaries and the exported .npz.')
-  cli.define_run_flags()
+  pretrain._define_flags()  # pylint: disable=protected-access  (its __main__ block does the same)
   faults.install()
   with tfds.testing.mock_data(num_examples=500):
     app.run(pretrain.main)

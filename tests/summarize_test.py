@@ -36,3 +36,26 @@ def test_errors_name_the_run(tmp_path, capsys):
   _write(tmp_path / 'ok', 50.0, 1.0)
   with pytest.raises(ValueError, match="'joint' is not one of the labels"):
     summarize.table([('x', summarize.load(str(tmp_path / 'ok')))], lower='x', upper='joint')
+
+
+def _write_curve(path, curve):
+  path.mkdir()
+  (path / 'results.json').write_text(json.dumps({
+      'complete': True, 'tasks_done': len(curve), 'num_tasks': len(curve), 'wall_time_seconds': 60.0,
+      'avg_acc': curve, 'final': {'avg_acc': curve[-1], 'forgetting': 1.0, 'learning_acc': 50.0}}))
+
+
+def test_plain_directories_are_labelled_by_name_and_plotted(tmp_path, capsys):
+  _write_curve(tmp_path / 'l2p', [90.0, 85.0, 80.0])
+  _write_curve(tmp_path / 'frozen', [90.0, 60.0])
+  png = tmp_path / 'avg_acc.png'
+  assert summarize.main([str(tmp_path / 'l2p'), f'{tmp_path / "frozen"}/', f'joint={tmp_path / "l2p"}',
+                         f'--plot={png}']) == 0
+  rows = capsys.readouterr().out.splitlines()[2:]
+  assert [r.split(' | ')[0] for r in rows] == ['| l2p', '| frozen', '| joint']
+  assert png.read_bytes().startswith(b'\x89PNG') and png.stat().st_size > 5000
+  # Two plain directories with one name need labels.
+  (tmp_path / 'b').mkdir()
+  _write_curve(tmp_path / 'b' / 'l2p', [50.0])
+  assert summarize.main([str(tmp_path / 'l2p'), str(tmp_path / 'b' / 'l2p')]) == 2
+  assert "two runs are labelled 'l2p'" in capsys.readouterr().err

@@ -50,6 +50,15 @@ def _read_lines(path) -> list[str]:
     return [line.strip() for line in f.read().splitlines() if line.strip()]
 
 
+def find_manual_folder(manual_dir) -> Optional[str]:
+  """`manual_dir` or its `domainnet/` sub-folder, whichever holds every archive and split list; else None."""
+  names = [f'{d}.zip' for d in DOMAINS] + [f'{s}.txt' for s in SPLIT_URLS]
+  for folder in (os.fspath(manual_dir), os.path.join(os.fspath(manual_dir), 'domainnet')):
+    if all(tf.io.gfile.exists(os.path.join(folder, n)) for n in names):
+      return folder
+  return None
+
+
 class Builder(tfds.core.GeneratorBasedBuilder):
   """DatasetBuilder for domainnet_continual."""
 
@@ -78,11 +87,17 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       manual_dir = dl_manager.manual_dir
     except (AssertionError, ValueError):  # Missing or empty manual directory.
       return None
-    names = [f'{d}.zip' for d in DOMAINS] + [f'{s}.txt' for s in SPLIT_URLS]
-    for folder in (os.fspath(manual_dir), os.path.join(os.fspath(manual_dir), 'domainnet')):
-      if all(tf.io.gfile.exists(os.path.join(folder, n)) for n in names):
-        return folder
-    return None
+    return find_manual_folder(manual_dir)
+
+  def download_urls(self, manual_dir=None) -> list[str]:
+    """The URLs preparing would download: none when `manual_dir` holds every file, else all 18.
+
+    The checksums are not recorded (checksums.tsv), so tfds's `url_infos` is empty; callers use this list to check
+    that the server can be reached before tfds retries a download for minutes.
+    """
+    if manual_dir and find_manual_folder(manual_dir) is not None:
+      return []
+    return list(IMAGE_URLS.values()) + list(SPLIT_URLS.values())
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     """Returns SplitGenerators: `<domain>_train` and `<domain>_test` for every domain."""

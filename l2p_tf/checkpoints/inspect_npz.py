@@ -3,12 +3,16 @@ r"""Inspects an original ViT `.npz`: detected variant, parameter count, and what
   python -m l2p_tf.checkpoints.inspect_npz /path/ViT-B_16.npz
   python -m l2p_tf.checkpoints.inspect_npz gs://bucket/ViT-B_16.npz --variant=B/16 --image_size=384
 
+Checked at the file's own resolution unless --image_size names another (the position embedding is then resampled,
+as the loader does).
+
 Exit code 0 when the file would load into the given variant (default: the detected one), 1 otherwise.
 """
 
 import collections
 import math
 import sys
+from typing import Optional
 
 from absl import app
 from absl import flags
@@ -16,12 +20,13 @@ from absl import flags
 from l2p_tf.checkpoints import npz_loader
 
 _VARIANT = flags.DEFINE_string('variant', None, 'ViT variant to check against (default: the detected one).')
-_IMAGE_SIZE = flags.DEFINE_integer('image_size', 224, 'Model input size; the position embedding is resampled to it.')
+_IMAGE_SIZE = flags.DEFINE_integer('image_size', None, "Model input size; the position embedding is resampled to it "
+                                   "(default: the file's own resolution, from its position grid).")
 _REPRESENTATION = flags.DEFINE_integer('representation_size', None, 'pre_logits width of the model, if any.')
 
 
-def inspect(path: str, variant=None, image_size: int = 224, representation_size=None) -> tuple[str, bool]:
-  """Returns (report text, loads cleanly)."""
+def inspect(path: str, variant=None, image_size: Optional[int] = None, representation_size=None) -> tuple[str, bool]:
+  """Returns (report text, loads cleanly); `image_size` None checks at the file's own resolution (224 without one)."""
   from l2p_tf.models import vit as vit_lib  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
   arrays = npz_loader.read_npz(path)
   lines = [f'file: {path}']
@@ -39,9 +44,13 @@ def inspect(path: str, variant=None, image_size: int = 224, representation_size=
   lines.append(f'shape: hidden {cfg.hidden_size}, mlp {cfg.mlp_dim}, heads {cfg.num_heads}, layers '
                f'{cfg.num_layers}, patch {cfg.patch_size} -> variant {detected or "custom (no named variant)"}')
   posemb = arrays.get(npz_loader.POSEMB_KEY)
+  own_size = None
   if posemb is not None:
     grid = math.isqrt(posemb.shape[1] - 1)
-    lines.append(f'position grid: {grid}x{grid} ({grid * cfg.patch_size} pixels)')
+    own_size = grid * cfg.patch_size
+    lines.append(f'position grid: {grid}x{grid} ({own_size} pixels)')
+  if image_size is None:
+    image_size = own_size or 224
   if 'head/kernel' in arrays:
     lines.append(f'head: {arrays["head/kernel"].shape[-1]} classes (skipped when loading)')
   if 'pre_logits/kernel' in arrays:
@@ -79,4 +88,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  from l2p_tf import quiet  # pylint: disable=g-import-not-at-top
+  quiet.filter_stderr()  # Drops the C++ absl logger's chatter (l2p_tf/quiet.py).
   app.run(main)

@@ -26,6 +26,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from l2p_tf import resources
 from l2p_tf.models import vit as vit_lib
 
 POSEMB_KEY = 'Transformer/posembed_input/pos_embedding'
@@ -80,7 +81,11 @@ def read_npz(path: str) -> dict[str, np.ndarray]:
 
   Raises:
     CheckpointError: the file does not exist, or is not a readable `.npz` archive.
+
+  A relative path that does not exist in the working directory is looked up among the files that ship with l2p-tf
+  (`pretrained/...`, see `l2p_tf.resources`), so the shipped backbone is found from any directory.
   """
+  path = resources.find(path) or path
   if not tf.io.gfile.exists(path):
     raise CheckpointError(
         f'Checkpoint file {path} does not exist. Set INIT_CHECKPOINT to the path of an original ViT .npz '

@@ -1,4 +1,4 @@
-"""Image preprocessing for training and evaluation (DESIGN.md section 5), stateless and deterministic.
+"""Image preprocessing for training and evaluation (as the official L2P code), stateless and deterministic.
 
 Train: resize to `resize_size(image_size)` (256 for 224; `round(image_size * 256 / 224)` otherwise), optionally a
 JPEG encode/decode round trip (what the official L2P code does to small images before cropping), an Inception-style

@@ -66,6 +66,9 @@ def get_builder(name: str, *, data_dir: Optional[str] = None, manual_dir: Option
   if name == 'not_mnist' or (manual_dir and name in local.LOCAL_BUILDERS
                              and local.find_dataset_dir(local.LOCAL_BUILDERS[name], manual_dir)):
     builder_name = local.LOCAL_BUILDERS[name]
+  elif (name in local.LOCAL_BUILDERS and not _mocked() and _is_prepared(local.LOCAL_BUILDERS[name], data_dir)
+        and not _is_prepared(name, data_dir)):
+    builder_name = local.LOCAL_BUILDERS[name]  # Prepared from local files earlier (l2p_tf.prepare_data): no download.
   builder = tfds.builder(builder_name, data_dir=data_dir)
   if prepare:
     config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
@@ -77,12 +80,12 @@ def get_builder(name: str, *, data_dir: Optional[str] = None, manual_dir: Option
     else:
       hint = ('place real.zip ... sketch.zip and real_train.txt ... sketch_test.txt (datasets/domainnet/README.md) '
               f'in {manual_dir or "<manual_dir>"} and pass --tfds_manual_dir')
-    url = _download_url(builder)
+    url = _download_url(builder, manual_dir)
     if url and not _reachable(url):
       # tfds would retry the download for minutes before failing; say now what to do instead.
       raise RuntimeError(f'dataset {name!r} is not prepared in {builder.data_dir} and its download ({url}) cannot be '
                          f'reached (no network?). To run offline, {hint}; or prepare it on a machine with network '
-                         '(tfds build, or one run there) and pass that folder as --tfds_data_dir.')
+                         '(python -m l2p_tf.prepare_data, or one run there) and pass that folder as --tfds_data_dir.')
     try:
       builder.download_and_prepare(download_config=config)
     except Exception as e:  # pylint: disable=broad-except  # Re-raised with what to do about it.
@@ -91,14 +94,33 @@ def get_builder(name: str, *, data_dir: Optional[str] = None, manual_dir: Option
   return builder
 
 
-def _download_url(builder: tfds.core.DatasetBuilder) -> Optional[str]:
-  """The first URL a real (not mocked) tfds download of an unprepared `builder` would fetch; None otherwise."""
+def _mocked() -> bool:
+  """Whether tfds.testing.mock_data is active (nothing is read from or written to a data directory then)."""
+  return getattr(tfds.core.DatasetBuilder.download_and_prepare, '__module__', '').startswith(
+      'tensorflow_datasets.testing')
+
+
+def _is_prepared(name: str, data_dir: Optional[str]) -> bool:
+  try:
+    return tfds.builder(name, data_dir=data_dir).is_prepared()
+  except Exception:  # pylint: disable=broad-except  (unknown or unreadable: not prepared)
+    return False
+
+
+def _download_url(builder: tfds.core.DatasetBuilder, manual_dir: Optional[str] = None) -> Optional[str]:
+  """The first URL a real (not mocked) tfds download of an unprepared `builder` would fetch; None otherwise.
+
+  Builders without recorded checksums (DomainNet) name their URLs with `download_urls(manual_dir)`: none when the
+  manual directory holds the files.
+  """
   if getattr(type(builder).download_and_prepare, '__module__', '').startswith('tensorflow_datasets.testing'):
     return None  # tfds.testing.mock_data: nothing is downloaded.
   try:
     if builder.is_prepared():
       return None
     urls = list(getattr(builder, 'url_infos', None) or ())
+    if not urls and hasattr(builder, 'download_urls'):
+      urls = list(builder.download_urls(manual_dir))
   except Exception:  # pylint: disable=broad-except  (no checksums file: let tfds itself try)
     return None
   return urls[0] if urls else None
