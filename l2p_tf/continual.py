@@ -13,7 +13,8 @@ Benchmarks (factories at the bottom; keyword-only; gin binds them with dynamic r
 
 Every factory also takes `max_tasks`, `max_train_examples_per_task`, `max_eval_examples_per_task` to cut a run down to
 seconds (`gin_configs/local_tiny.gin`), `data_dir` / `manual_dir` (the trainer's `--tfds_data_dir` /
-`--tfds_manual_dir`), `image_size`, `jpeg_round_trip`, `epochs` and `seed` (the benchmark's own random choices:
+`--tfds_manual_dir`), `image_size`, `jpeg_round_trip`, `crop` (the image geometry, `preprocessing.resolve_crop`),
+`epochs` and `seed` (the benchmark's own random choices:
 class order, schedule, example caps; the shuffling and augmentation seed is the one passed to `train_dataset`).
 """
 
@@ -171,7 +172,7 @@ class ContinualBenchmark:
 
   def __init__(self, *, name: str, num_classes: int, class_names: Sequence[str], tasks: Sequence[Task],
                scenario: str, eval_names: Sequence[str], epochs: Union[int, float] = 5, image_size: int = 224,
-               jpeg_round_trip: bool = False, mask: str = 'class'):
+               jpeg_round_trip: bool = False, crop: str = 'auto', mask: str = 'class'):
     _check_choice('scenario', scenario, SCENARIOS)
     _check_choice('mask', mask, MASKS)
     self.mask = mask
@@ -189,7 +190,8 @@ class ContinualBenchmark:
     self.scenario = scenario
     self.eval_names = list(eval_names)
     self.epochs = epochs
-    self.preprocess = input_pipeline.PreprocessConfig(image_size=image_size, jpeg_round_trip=jpeg_round_trip)
+    self.preprocess = input_pipeline.PreprocessConfig(image_size=image_size, jpeg_round_trip=jpeg_round_trip,
+                                                      crop=crop)
 
   @property
   def num_tasks(self) -> int:
@@ -641,7 +643,7 @@ def _limit_tasks(n: int, max_tasks: Optional[int]) -> int:
 
 def split_cifar100(*, num_tasks: int = 10, class_order: str = 'label', order_seed: Optional[int] = None,
                    mask: str = 'class', epochs: Union[int, float] = 5, image_size: int = 224,
-                   jpeg_round_trip: bool = False, seed: int = 0, data_dir: Optional[str] = None,
+                   jpeg_round_trip: bool = False, crop: str = 'auto', seed: int = 0, data_dir: Optional[str] = None,
                    manual_dir: Optional[str] = None, max_tasks: Optional[int] = None,
                    max_train_examples_per_task: Optional[int] = None,
                    max_eval_examples_per_task: Optional[int] = None, classes=None, holdout: str = 'test',
@@ -655,7 +657,9 @@ def split_cifar100(*, num_tasks: int = 10, class_order: str = 'label', order_see
     mask: 'class' (train each task's logits only; the paper) or 'none'.
     epochs: passes over each task's training images (5,000 per 10 classes).
     image_size: network input side.
-    jpeg_round_trip: JPEG round trip before the random crop (official code).
+    jpeg_round_trip: JPEG round trip before the random crop (official code; the 'resized' geometry only).
+    crop: image geometry: 'auto' (official: pad-and-crop at 32 px, random-resized crop otherwise), 'pad' or
+      'resized' (`preprocessing.resolve_crop`).
     seed: the benchmark's own seed (class order default, example caps, validation hold-out).
     data_dir: tfds data directory (`--tfds_data_dir`).
     manual_dir: local downloads (`--tfds_manual_dir`); CIFAR-100 then comes from `cifar-100-python/` there.
@@ -698,14 +702,15 @@ def split_cifar100(*, num_tasks: int = 10, class_order: str = 'label', order_see
       name='split_cifar100' if subset is None else f'split_cifar100[{classes}]', num_classes=num_classes,
       class_names=_LazyNames(data, 'cifar100', num_classes, subset=None if subset is None else subset.tolist()),
       tasks=tasks, scenario='joint' if joint else 'class_incremental', eval_names=names, train_parts=train,
-      eval_parts=evals, mask=mask, epochs=epochs, image_size=image_size, jpeg_round_trip=jpeg_round_trip)
+      eval_parts=evals, mask=mask, epochs=epochs, image_size=image_size, jpeg_round_trip=jpeg_round_trip,
+      crop=crop)
 
 
 def gaussian_cifar100(*, num_episodes: int = 200, sigma: float = 10.0, eval_every_episodes: int = 20,
                       steps_per_episode: Optional[int] = None, repeat_episodes: bool = False,
                       class_order: str = 'label', order_seed: Optional[int] = None, mask: str = 'class',
                       epochs: Union[int, float] = 1, image_size: int = 224, jpeg_round_trip: bool = False,
-                      seed: int = 0, data_dir: Optional[str] = None, manual_dir: Optional[str] = None,
+                      crop: str = 'auto', seed: int = 0, data_dir: Optional[str] = None, manual_dir: Optional[str] = None,
                       max_tasks: Optional[int] = None, max_train_examples_per_task: Optional[int] = None,
                       max_eval_examples_per_task: Optional[int] = None) -> GaussianBenchmark:
   """Gaussian-scheduled CIFAR-100 (task-agnostic); the math is in the comment above `gaussian_class_weights`.
@@ -721,7 +726,9 @@ def gaussian_cifar100(*, num_episodes: int = 200, sigma: float = 10.0, eval_ever
     mask: 'class' (logits restricted to the episode's classes) or 'none'.
     epochs: passes over the training set in single-pass mode (default 1: every example seen once).
     image_size: network input side.
-    jpeg_round_trip: JPEG round trip before the random crop.
+    jpeg_round_trip: JPEG round trip before the random crop (the 'resized' geometry only).
+    crop: image geometry: 'auto' (official: pad-and-crop at 32 px, random-resized crop otherwise), 'pad' or
+      'resized' (`preprocessing.resolve_crop`).
     seed: seed of the schedule's Bernoulli draws (and the class order default, example caps).
     data_dir: tfds data directory.
     manual_dir: local downloads.
@@ -743,25 +750,27 @@ def gaussian_cifar100(*, num_episodes: int = 200, sigma: float = 10.0, eval_ever
       eval_part=functools.partial(_array_part, data, 'cifar100', 1, limit=max_eval_examples_per_task, seed=seed),
       episodes=episodes, eval_every_episodes=eval_every_episodes, steps_per_episode=steps_per_episode,
       repeat_episodes=repeat_episodes, mask=mask, max_tasks=max_tasks, epochs=epochs, image_size=image_size,
-      jpeg_round_trip=jpeg_round_trip)
+      jpeg_round_trip=jpeg_round_trip, crop=crop)
 
 
 def five_datasets(*, datasets: Sequence[str] = FIVE_DATASETS, mask: str = 'class', epochs: Union[int, float] = 5,
-                  image_size: int = 224, jpeg_round_trip: bool = False, seed: int = 0,
+                  image_size: int = 224, jpeg_round_trip: bool = False, crop: str = 'auto', seed: int = 0,
                   data_dir: Optional[str] = None, manual_dir: Optional[str] = None, max_tasks: Optional[int] = None,
                   max_train_examples_per_task: Optional[int] = None,
                   max_eval_examples_per_task: Optional[int] = None) -> SegmentedBenchmark:
   """5-datasets: one class-incremental task per data set, 10 classes each, labels offset by 10 per task.
 
-  Grayscale data sets (MNIST, notMNIST, Fashion-MNIST) are turned into RGB and, like the 32x32 ones, resized to the
-  network input by the shared preprocessing.
+  Grayscale data sets (MNIST, notMNIST, Fashion-MNIST) are turned into RGB and, like the 32x32 ones, brought to the
+  network input by the shared preprocessing (resized; or zero-padded, with `crop='pad'`).
 
   Args:
     datasets: the data sets in task order (default CIFAR-10, MNIST, SVHN, notMNIST, Fashion-MNIST, the official order).
     mask: 'class' or 'none'.
     epochs: passes over each task.
     image_size: network input side.
-    jpeg_round_trip: JPEG round trip before the random crop.
+    jpeg_round_trip: JPEG round trip before the random crop (the 'resized' geometry only).
+    crop: image geometry: 'auto' (official: pad-and-crop at 32 px, random-resized crop otherwise), 'pad' or
+      'resized' (`preprocessing.resolve_crop`).
     seed: seed of the example caps.
     data_dir: tfds data directory.
     manual_dir: local downloads (see docs/data.md for the folder of each data set).
@@ -788,13 +797,14 @@ def five_datasets(*, datasets: Sequence[str] = FIVE_DATASETS, mask: str = 'class
   return SegmentedBenchmark(
       name='five_datasets', num_classes=10 * len(datasets), class_names=_LazyNames(data, list(datasets), 10 * len(datasets)),
       tasks=tasks, scenario='class_incremental', eval_names=list(datasets), train_parts=train, eval_parts=evals,
-      mask=mask, epochs=epochs, image_size=image_size, jpeg_round_trip=jpeg_round_trip)
+      mask=mask, epochs=epochs, image_size=image_size, jpeg_round_trip=jpeg_round_trip,
+      crop=crop)
 
 
 def domainnet(*, protocol: str = 'domain_incremental', domains: Sequence[str] = DOMAINNET_DOMAINS,
               num_tasks: int = 5, class_order: str = 'label', order_seed: Optional[int] = None,
               mask: Optional[str] = None, epochs: Union[int, float] = 5, image_size: int = 224,
-              jpeg_round_trip: bool = False, seed: int = 0, shuffle_buffer: int = 10_000,
+              jpeg_round_trip: bool = False, crop: str = 'auto', seed: int = 0, shuffle_buffer: int = 10_000,
               data_dir: Optional[str] = None, manual_dir: Optional[str] = None, max_tasks: Optional[int] = None,
               max_train_examples_per_task: Optional[int] = None,
               max_eval_examples_per_task: Optional[int] = None) -> SegmentedBenchmark:
@@ -810,7 +820,9 @@ def domainnet(*, protocol: str = 'domain_incremental', domains: Sequence[str] = 
     mask: 'class' or 'none'; default 'none' for domain-incremental, 'class' for class-incremental.
     epochs: passes over each task.
     image_size: network input side.
-    jpeg_round_trip: JPEG round trip before the random crop.
+    jpeg_round_trip: JPEG round trip before the random crop (the 'resized' geometry only).
+    crop: image geometry: 'auto' (official: pad-and-crop at 32 px, random-resized crop otherwise), 'pad' or
+      'resized' (`preprocessing.resolve_crop`).
     seed: the benchmark's own seed.
     shuffle_buffer: shuffle buffer (encoded images) of the streamed training data.
     data_dir: tfds data directory.
@@ -864,7 +876,7 @@ def domainnet(*, protocol: str = 'domain_incremental', domains: Sequence[str] = 
       name=f'domainnet_{protocol}', num_classes=num_classes, class_names=_LazyNames(data, name, num_classes),
       tasks=tasks, scenario=scenario, eval_names=[t.name for t in tasks], train_parts=train, eval_parts=evals,
       mask=mask, shuffle_buffer=shuffle_buffer, epochs=epochs, image_size=image_size,
-      jpeg_round_trip=jpeg_round_trip)
+      jpeg_round_trip=jpeg_round_trip, crop=crop)
 
 
 class _LazyNames(list):

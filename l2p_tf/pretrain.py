@@ -110,7 +110,10 @@ def eval_dataset(images, labels, input_context, *, global_batch_size: int, image
   from l2p_tf import input_pipeline  # pylint: disable=g-import-not-at-top
   part = input_pipeline.ArrayPart(images=images, labels=labels, indices=np.arange(len(labels), dtype=np.int64))
   return input_pipeline.array_eval_dataset(part, input_context=input_context, global_batch_size=global_batch_size,
-                                           preprocess=input_pipeline.PreprocessConfig(image_size=image_size))
+                                           # The geometry the backbone is trained with (random-resized crops):
+                                           # resize and centre crop, whatever the input size.
+                                           preprocess=input_pipeline.PreprocessConfig(image_size=image_size,
+                                                                                      crop='resized'))
 
 
 def export_npz(vit, path: str, dtype: str = 'float16') -> str:
