@@ -32,6 +32,7 @@ import tensorflow as tf
 import tf_keras
 
 from l2p_tf import cl_metrics
+from l2p_tf import clipping
 from l2p_tf import continual
 from l2p_tf import evaluator as evaluator_lib
 from l2p_tf import faults
@@ -222,7 +223,8 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
         optimizer: Callable = optimizers.build_optimizer, prompt_pool: Optional[Callable] = None,
         mode: str = 'train', data_dir: Optional[str] = None, manual_dir: Optional[str] = None,
         init_checkpoint: str = '', global_batch_size: int = 128, eval_batch_size: Optional[int] = None,
-        pull_coefficient: float = 1.0, grad_clip_norm: Optional[float] = 1.0, reset_optimizer_per_task: bool = True,
+        pull_coefficient: float = 1.0, grad_clip_norm: Optional[float] = 1.0, grad_clip_scope: str = 'trainable',
+        reset_optimizer_per_task: bool = True,
         use_label_mask: bool = True, seed: int = 42, steps_per_loop: int = 20, log_every_steps: int = 50,
         checkpoint_every_steps: int = 500, max_checkpoints_to_keep: int = 2,
         eval_selections: Sequence[str] = ('batchwise',), jit_compile=False,
@@ -245,6 +247,8 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
     eval_batch_size: examples per evaluation step over all replicas (default: `global_batch_size`).
     pull_coefficient: weight of the key-query pull constraint.
     grad_clip_norm: global-norm gradient clipping; None or 0 disables it.
+    grad_clip_scope: whose gradients the clipping norm covers: 'trainable' (prompts, keys, head) or 'all' (also the
+      frozen backbone's, computed for the norm only: the official code); see `l2p_tf/clipping.py`.
     reset_optimizer_per_task: zero the optimizer's step and moments at the start of each task.
     use_label_mask: class-incremental logit mask in training.
     seed: seeds initialisation and the data order/augmentation.
@@ -282,6 +286,7 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
   if eval_batch_size % replicas:
     raise ValueError(f'eval_batch_size={eval_batch_size} is not divisible by the {replicas} replicas; use a multiple '
                      f'of {replicas}.')
+  clipping.GlobalNormClip(max_norm=grad_clip_norm, scope=grad_clip_scope)  # A bad value fails before any work.
   chief = is_chief(strategy)
   if deterministic_ops:
     tf.config.experimental.enable_op_determinism()
@@ -330,7 +335,8 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
     return _run_locked(model_dir=model_dir, strategy=strategy, mode=mode, data_dir=data_dir, manual_dir=manual_dir,
                        init_checkpoint=init_checkpoint, global_batch_size=global_batch_size,
                        eval_batch_size=eval_batch_size, pull_coefficient=pull_coefficient,
-                       grad_clip_norm=grad_clip_norm, reset_optimizer_per_task=reset_optimizer_per_task,
+                       grad_clip_norm=grad_clip_norm, grad_clip_scope=grad_clip_scope,
+                       reset_optimizer_per_task=reset_optimizer_per_task,
                        use_label_mask=use_label_mask, seed=seed, steps_per_loop=steps_per_loop,
                        log_every_steps=log_every_steps, checkpoint_every_steps=checkpoint_every_steps,
                        max_checkpoints_to_keep=max_checkpoints_to_keep, eval_selections=eval_selections,
@@ -344,7 +350,8 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
 
 
 def _run_locked(*, model_dir, strategy, mode, data_dir, manual_dir, init_checkpoint, global_batch_size,
-                eval_batch_size, pull_coefficient, grad_clip_norm, reset_optimizer_per_task, use_label_mask, seed,
+                eval_batch_size, pull_coefficient, grad_clip_norm, grad_clip_scope, reset_optimizer_per_task,
+                use_label_mask, seed,
                 steps_per_loop, log_every_steps, checkpoint_every_steps, max_checkpoints_to_keep, eval_selections,
                 jit_compile, preemption, overwrite, wall_start, replicas, chief, bench, num_tasks, num_eval, backbone,
                 pool, net, opt, state, operative, config_hash, lock, policy_name) -> dict:
@@ -389,7 +396,7 @@ def _run_locked(*, model_dir, strategy, mode, data_dir, manual_dir, init_checkpo
   trainer = trainer_lib.L2PTrainer(
       strategy=strategy, model=net, optimizer=opt, global_step=state.global_step, task_index=state.task_index,
       global_batch_size=global_batch_size, pull_coefficient=pull_coefficient, grad_clip_norm=grad_clip_norm,
-      use_label_mask=use_label_mask, jit_compile=jit_compile)
+      grad_clip_scope=grad_clip_scope, use_label_mask=use_label_mask, jit_compile=jit_compile)
   progress = ProgressAction(global_step=state.global_step, total_tasks=num_tasks, log_every_steps=log_every_steps)
   preemption = preemption or Preemption()
   trainer.stop_requested = preemption.should_stop

@@ -2,9 +2,10 @@
 
 A step: the model's frozen query pass (`L2PModel.query_pass`, outside the gradient tape) and its prompted pass
 (`L2PModel.call`, inside the tape), cross-entropy on the logits with each example's `label_mask` (classes outside
-the current task at -inf), minus `pull_coefficient * reduce_sim`; gradients of the trainable variables only (the
-tape watches nothing else, so the frozen backbone gets no weight gradient), summed over replicas, clipped by global
-norm, applied.
+the current task at -inf), minus `pull_coefficient * reduce_sim`; gradients summed over replicas, clipped by the global
+norm over `grad_clip_scope` (`clipping.GlobalNormClip`: 'trainable' = prompts, keys and head, the only gradients the
+tape then computes; 'all' = those and the frozen backbone's, computed for the norm only, as the official code), and
+the trainable variables' applied.
 
 The step knows nothing of tasks beyond the `task_index` variable (read by the prompt pool's task-wise mask) and the
 label mask that arrives with the data, so it is traced once for the whole run.
@@ -23,6 +24,7 @@ import orbit
 import tensorflow as tf
 import tf_keras
 
+from l2p_tf import clipping
 from l2p_tf import faults
 from l2p_tf import losses
 from l2p_tf import precision as precision_lib
@@ -56,6 +58,8 @@ class L2PTrainer(orbit.StandardTrainer):
     global_batch_size: examples per step over all replicas (the loss is summed and divided by it).
     pull_coefficient: weight of the key-query pull constraint (`reduce_sim`).
     grad_clip_norm: clip the global gradient norm to this value; None or 0 disables clipping.
+    grad_clip_scope: whose gradients the clipping norm covers: 'trainable' or 'all' (the frozen backbone's too,
+      official); see `clipping.GlobalNormClip`.
     use_label_mask: apply the data's `label_mask` to the logits (class-incremental training).
     jit_compile: compile the per-replica step with XLA: True, False or 'auto' (True on GPU; see
       `precision.resolve_jit_compile`).
@@ -64,7 +68,7 @@ class L2PTrainer(orbit.StandardTrainer):
   def __init__(self, *, strategy: tf.distribute.Strategy, model: tf_keras.Model, optimizer,
                global_step: tf.Variable, task_index: tf.Variable, global_batch_size: int,
                pull_coefficient: float = 1.0, grad_clip_norm: Optional[float] = 1.0, use_label_mask: bool = True,
-               jit_compile=False):
+               jit_compile=False, grad_clip_scope: str = 'trainable'):
     self.strategy = strategy
     self.model = model
     self.optimizer = optimizer
@@ -73,6 +77,8 @@ class L2PTrainer(orbit.StandardTrainer):
     self.global_batch_size = global_batch_size
     self.pull_coefficient = pull_coefficient
     self.grad_clip_norm = grad_clip_norm
+    self.clip = clipping.GlobalNormClip(max_norm=grad_clip_norm, scope=grad_clip_scope,
+                                        frozen_variables=clipping.frozen_parameters(model))
     self.use_label_mask = use_label_mask
     # Models with a prompt pool and a `query_pass` method (L2PModel) get their query computed outside the tape.
     self._separate_query_pass = (getattr(model, 'prompt_pool', None) is not None
@@ -116,11 +122,13 @@ class L2PTrainer(orbit.StandardTrainer):
     ctx = tf.distribute.get_replica_context()
     variables = self.model.trainable_variables
     # The frozen query pass runs before the tape opens, so the tape records only the prompted pass. The tape
-    # watches only the trainable variables (prompts, keys, head): Keras's `trainable = False` leaves the backbone's
-    # tf.Variables trainable, and a default tape would record their reads and build (then prune) weight gradients.
+    # watches only what the clip scope needs (`self.clip.sources`): Keras's `trainable = False` leaves the
+    # backbone's tf.Variables trainable, and a default tape would record their reads and build weight gradients.
     query_pass = self.model.query_pass(batch['image']) if self._separate_query_pass else None
+    if query_pass is not None and self.clip.needs_frozen_gradients:
+      query_pass = {'query': query_pass['query']}  # Embed again inside the tape: the embedding's gradients count.
     with tf.GradientTape(watch_accessed_variables=False) as tape:
-      tape.watch(variables)
+      tape.watch(self.clip.sources(variables))
       out = self.model(batch['image'], task_index=self.task_index, training=True, **(
           {'query_pass': query_pass} if query_pass is not None else {}))
       logits = out['logits']
@@ -129,11 +137,8 @@ class L2PTrainer(orbit.StandardTrainer):
       ce_loss = tf.reduce_sum(ce) / self.global_batch_size
       pull = losses.pull_loss(out['reduce_sim'], self.pull_coefficient) / ctx.num_replicas_in_sync
       loss = ce_loss + pull
-    grads = tape.gradient(loss, variables)
-    grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) for g, v in zip(grads, variables)]
-    # Sum over replicas first, so the clip applies to the global gradient (as jax.lax.pmean does in the original).
-    grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
-    grad_norm = tf.linalg.global_norm(grads)
+    # Summed over replicas before the norm (as jax.lax.pmean in the original), clipped over the configured scope.
+    grads, grad_norm = self.clip(tape, loss, variables, replica_context=ctx)
     # A NaN / Inf anywhere (loss on any replica, or the global gradient) zeroes the gradient, so no NaN reaches the
     # weights (Adam's momentum still moves them a little); the Python loop then raises NonFiniteError before anything
     # is saved, so that state is never kept. (No tf.cond skipping apply_gradients: its merge_call is not allowed in a
@@ -141,8 +146,6 @@ class L2PTrainer(orbit.StandardTrainer):
     bad_loss = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(~tf.math.is_finite(loss), tf.float32))
     finite = tf.logical_and(tf.math.is_finite(grad_norm), tf.equal(bad_loss, 0.0))
     grads = [tf.where(finite, g, tf.zeros_like(g)) for g in grads]
-    if self.grad_clip_norm:
-      grads, _ = tf.clip_by_global_norm(grads, self.grad_clip_norm, use_norm=grad_norm)
     self.optimizer.apply_gradients(zip(grads, variables), skip_gradients_aggregation=True)
     masked_logits = losses.mask_logits(logits, mask) if mask is not None else logits
     self.accuracy_metric.update_state(batch['label'], masked_logits)
