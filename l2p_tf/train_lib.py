@@ -44,6 +44,7 @@ from l2p_tf import precision as precision_lib
 from l2p_tf import results as results_lib
 from l2p_tf import trainer as trainer_lib
 from l2p_tf.checkpoints import npz_loader
+from l2p_tf.models import prompt_pool as prompt_pool_lib
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
@@ -223,6 +224,7 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
         optimizer: Callable = optimizers.build_optimizer, prompt_pool: Optional[Callable] = None,
         mode: str = 'train', data_dir: Optional[str] = None, manual_dir: Optional[str] = None,
         init_checkpoint: str = '', global_batch_size: int = 128, eval_batch_size: Optional[int] = None,
+        eval_drop_remainder: bool = False,
         pull_coefficient: float = 1.0, grad_clip_norm: Optional[float] = 1.0, grad_clip_scope: str = 'trainable',
         reset_optimizer_per_task: bool = True,
         use_label_mask: bool = True, seed: int = 42, steps_per_loop: int = 20, log_every_steps: int = 50,
@@ -245,6 +247,8 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
     init_checkpoint: path of an original ViT `.npz` read on a fresh start; '' means a random backbone.
     global_batch_size: examples per training step over all replicas; must be divisible by the replica count.
     eval_batch_size: examples per evaluation step over all replicas (default: `global_batch_size`).
+    eval_drop_remainder: evaluate only the first floor(n / global_batch_size) * global_batch_size examples of each
+      test set, as the official evaluation (which drops each set's last partial batch); False evaluates every one.
     pull_coefficient: weight of the key-query pull constraint.
     grad_clip_norm: global-norm gradient clipping; None or 0 disables it.
     grad_clip_scope: whose gradients the clipping norm covers: 'trainable' (prompts, keys, head) or 'all' (also the
@@ -310,6 +314,9 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
                        f'{backbone.image_size}px; bind both to the same IMAGE_SIZE.')
     pool = prompt_pool(embed_dim=backbone.hidden_size, num_tasks=num_tasks) if prompt_pool else None
     net = model(vit=backbone, prompt_pool=pool, num_classes=bench.num_classes)
+    for what, size in (('global_batch_size', global_batch_size), ('eval_batch_size', eval_batch_size)):
+      prompt_pool_lib.check_vote_batch(getattr(pool, 'vote_size', None), size // replicas,
+                                       f'{what}={size} over {replicas} replica(s)')
     opt = optimizer(global_batch_size=global_batch_size)
     opt.build(net.trainable_variables)
     state = _State(
@@ -334,7 +341,8 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
   try:
     return _run_locked(model_dir=model_dir, strategy=strategy, mode=mode, data_dir=data_dir, manual_dir=manual_dir,
                        init_checkpoint=init_checkpoint, global_batch_size=global_batch_size,
-                       eval_batch_size=eval_batch_size, pull_coefficient=pull_coefficient,
+                       eval_batch_size=eval_batch_size, eval_drop_remainder=eval_drop_remainder,
+                       pull_coefficient=pull_coefficient,
                        grad_clip_norm=grad_clip_norm, grad_clip_scope=grad_clip_scope,
                        reset_optimizer_per_task=reset_optimizer_per_task,
                        use_label_mask=use_label_mask, seed=seed, steps_per_loop=steps_per_loop,
@@ -350,7 +358,7 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
 
 
 def _run_locked(*, model_dir, strategy, mode, data_dir, manual_dir, init_checkpoint, global_batch_size,
-                eval_batch_size, pull_coefficient, grad_clip_norm, grad_clip_scope, reset_optimizer_per_task,
+                eval_batch_size, eval_drop_remainder, pull_coefficient, grad_clip_norm, grad_clip_scope, reset_optimizer_per_task,
                 use_label_mask, seed,
                 steps_per_loop, log_every_steps, checkpoint_every_steps, max_checkpoints_to_keep, eval_selections,
                 jit_compile, preemption, overwrite, wall_start, replicas, chief, bench, num_tasks, num_eval, backbone,
@@ -441,7 +449,8 @@ def _run_locked(*, model_dir, strategy, mode, data_dir, manual_dir, init_checkpo
   def eval_dataset(i):
     if i not in eval_datasets:
       eval_datasets[i] = strategy.distribute_datasets_from_function(
-          lambda ctx: bench.eval_dataset(i, ctx, global_batch_size=eval_batch_size))
+          lambda ctx: bench.eval_dataset(i, ctx, global_batch_size=eval_batch_size,
+                                         drop_remainder_of=global_batch_size if eval_drop_remainder else None))
     return eval_datasets[i]
 
   names = [t.name for t in bench.tasks] if bench.scenario != 'joint' else list(bench.eval_names)
