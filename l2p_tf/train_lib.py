@@ -570,6 +570,8 @@ def _run_locked(*, model_dir, strategy, mode, data_dir, manual_dir, init_checkpo
     if gs < end:
       if gs == start and reset_optimizer_per_task:
         optimizers.reset_optimizer(opt)
+      if gs == start and pool is not None:
+        pool.start_task(t)  # The official shared_prompt_pool copy, when configured.
       _say(f'== Task {t + 1}/{num_tasks} ({bench.tasks[t].name}): {len(bench.tasks[t].classes)} classes, '
            f'{bench.num_train_examples(t)} examples, steps {gs - start}/{end - start} done')
       trainer.train_dataset = strategy.distribute_datasets_from_function(

@@ -257,3 +257,17 @@ def test_vote_batch_check_quotes_the_sizes():
     prompt_pool_lib.check_vote_batch(16, 500, 'eval_batch_size=500 over 1 replica(s)')
   with pytest.raises(ValueError, match='vote_size'):
     prompt_pool_lib.PromptPool(embed_dim=3, vote_size=0)
+
+
+def test_shared_prompt_pool_copies_the_previous_tasks_prompts_when_they_fit():
+  pool = make_pool(diversity='task_mask', pool_size=5, top_k=2, shared_prompt_pool=True)  # Prompt i = 100 i + j.
+  before = pool.prompts.numpy().copy()
+  assert not pool.start_task(0)  # Nothing before task 0.
+  assert pool.start_task(1)      # Ids [2, 4) <- [0, 2).
+  after = pool.prompts.numpy()
+  np.testing.assert_array_equal(after[2:4], before[0:2])
+  np.testing.assert_array_equal(after[[0, 1, 4]], before[[0, 1, 4]])
+  assert not pool.start_task(2)  # Ids [4, 6) do not fit in 5 prompts: the official skips the copy.
+  np.testing.assert_array_equal(pool.prompts.numpy(), after)
+  plain = make_pool(diversity='task_mask')
+  assert not plain.start_task(1)  # Off by default.

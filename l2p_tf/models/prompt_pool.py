@@ -160,6 +160,9 @@ class PromptPool(tf_keras.layers.Layer):
       separately, in training and evaluation (the original: 16, its per-device batch); None: the whole replica batch.
     diversity: 'task_mask' (training task t uses prompts [tN, (t+1)N) while they fit), 'frequency' (paper Eq. 4,
       see the module docstring) or 'none'. Only active in training with a task index.
+    shared_prompt_pool: at the start of each task t > 0 whose ids [tN, (t+1)N) fit, copy the prompts of task t-1's
+      ids [(t-1)N, tN) into them (`start_task`; keys are not copied): the official `shared_prompt_pool`, on in its
+      5-datasets config, so each task's masked prompts start from the previous task's.
     task_mask_overflow: what `diversity='task_mask'` does when `top_k * num_tasks > pool_size` (the later tasks'
       ids do not fit): 'error' (default) refuses at construction; 'free' lets those tasks match freely, as the
       official code does (its CIFAR-100 setting, M=10, N=4, 10 tasks, relies on it).
@@ -176,7 +179,7 @@ class PromptPool(tf_keras.layers.Layer):
 
   def __init__(self, *, embed_dim: int, pool_size: int = 10, prompt_length: int = 10, top_k: int = 4,
                num_tasks: int = 1, selection: str = 'batchwise', vote_size: Optional[int] = None,
-               diversity: str = 'task_mask',
+               diversity: str = 'task_mask', shared_prompt_pool: bool = False,
                task_mask_overflow: str = 'error', prompt_init: str = 'uniform', key_init: str = 'uniform', use_key: bool = True,
                name: str = 'prompt_pool', dtype='float32'):
     # Explicit name/dtype instead of **kwargs: gin then rejects a misspelt parameter when it parses the binding.
@@ -206,6 +209,7 @@ class PromptPool(tf_keras.layers.Layer):
     self.num_tasks = num_tasks
     self.selection = selection
     self.vote_size = vote_size
+    self.shared_prompt_pool = bool(shared_prompt_pool)
     self.diversity = diversity
     self.task_mask_overflow = task_mask_overflow
     self.use_key = use_key
@@ -221,6 +225,22 @@ class PromptPool(tf_keras.layers.Layer):
         name='usage', shape=(num_tasks, pool_size), dtype=tf.float32, initializer='zeros', trainable=False,
         synchronization=tf.VariableSynchronization.ON_READ, aggregation=tf.VariableAggregation.SUM)
     self.built = True
+
+  def start_task(self, task: int) -> bool:
+    """Per-task hook, called once when task `task` starts training (not on a resume mid-task).
+
+    With `shared_prompt_pool`, copies prompts [(t-1)N, tN) into [tN, (t+1)N) when both ranges fit in the pool, as
+    the official code does before each task; otherwise does nothing.
+
+    Returns:
+      Whether prompts were copied.
+    """
+    n, t = self.top_k, int(task)
+    if not self.shared_prompt_pool or t <= 0 or (t + 1) * n > self.pool_size:
+      return False
+    prompts = tf.convert_to_tensor(self.prompts)
+    self.prompts.assign(tf.concat([prompts[:t * n], prompts[(t - 1) * n:t * n], prompts[(t + 1) * n:]], axis=0))
+    return True
 
   @property
   def num_prompt_tokens(self) -> int:
