@@ -8,19 +8,29 @@ import tf_keras
 from l2p_tf import clipping
 from l2p_tf import losses
 from l2p_tf import trainer as trainer_lib
-from tests.l2p_model_test import images
-from tests.l2p_model_test import randomise_head
-from tests.l2p_model_test import tiny_model
+from l2p_tf.models import l2p_model
+from l2p_tf.models import prompt_pool as prompt_pool_lib
+from l2p_tf.models import vit as vit_lib
 
 BATCH, PULL = 8, 1.0
 LR = 1000.0  # Updates of ~1e-3 (the clip is 1e-3): well above the float32 spacing of the weights.
 STRATEGY = tf.distribute.OneDeviceStrategy('/cpu:0')
 
 
+def images(batch, seed=0):
+  return tf.constant(np.random.default_rng(seed).uniform(size=(batch, 32, 32, 3)).astype(np.float32))
+
+
 def _model():
+  """Tiny ViT (2 layers, 64 wide) + pool + a random head (a zero head would pass no gradient to the backbone)."""
   with STRATEGY.scope():
-    model = tiny_model()
-  randomise_head(model)  # A zero head would pass no gradient back to the backbone.
+    vit = vit_lib.VisionTransformer(variant='tiny', image_size=32)
+    pool = prompt_pool_lib.PromptPool(embed_dim=vit.hidden_size, pool_size=6, prompt_length=3, top_k=2, num_tasks=3,
+                                      prompt_init='uniform_pm1', diversity='none')
+    model = l2p_model.L2PModel(vit=vit, num_classes=10, prompt_pool=pool)
+  rng = np.random.default_rng(1)
+  model.head.kernel.assign(rng.standard_normal(model.head.kernel.shape).astype(np.float32))
+  model.head.bias.assign(rng.standard_normal(model.head.bias.shape).astype(np.float32))
   return model
 
 
