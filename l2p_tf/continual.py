@@ -172,7 +172,7 @@ class ContinualBenchmark:
 
   def __init__(self, *, name: str, num_classes: int, class_names: Sequence[str], tasks: Sequence[Task],
                scenario: str, eval_names: Sequence[str], epochs: Union[int, float] = 5, image_size: int = 224,
-               jpeg_round_trip: bool = False, crop: str = 'auto', mask: str = 'class'):
+               jpeg_round_trip: bool = False, crop: str = 'resized', mask: str = 'class'):
     _check_choice('scenario', scenario, SCENARIOS)
     _check_choice('mask', mask, MASKS)
     self.mask = mask
@@ -661,7 +661,7 @@ def _limit_tasks(n: int, max_tasks: Optional[int]) -> int:
 
 def split_cifar100(*, num_tasks: int = 10, class_order: str = 'label', order_seed: Optional[int] = None,
                    mask: str = 'class', epochs: Union[int, float] = 5, image_size: int = 224,
-                   jpeg_round_trip: bool = False, crop: str = 'auto', seed: int = 0, data_dir: Optional[str] = None,
+                   jpeg_round_trip: bool = False, crop: str = 'resized', seed: int = 0, data_dir: Optional[str] = None,
                    manual_dir: Optional[str] = None, max_tasks: Optional[int] = None,
                    max_train_examples_per_task: Optional[int] = None,
                    max_eval_examples_per_task: Optional[int] = None, classes=None, holdout: str = 'test',
@@ -676,8 +676,8 @@ def split_cifar100(*, num_tasks: int = 10, class_order: str = 'label', order_see
     epochs: passes over each task's training images (5,000 per 10 classes).
     image_size: network input side.
     jpeg_round_trip: JPEG round trip before the random crop (official code; the 'resized' geometry only).
-    crop: image geometry: 'auto' (official: pad-and-crop at 32 px, random-resized crop otherwise), 'pad' or
-      'resized' (`preprocessing.resolve_crop`).
+    crop: image geometry: 'auto' (official: pad-and-crop at 32 px, random-resized crop otherwise; what the data gin
+      files bind), 'pad' or 'resized' (the default: the geometry of runs configured before this option).
     seed: the benchmark's own seed (class order default, example caps, validation hold-out).
     data_dir: tfds data directory (`--tfds_data_dir`).
     manual_dir: local downloads (`--tfds_manual_dir`); CIFAR-100 then comes from `cifar-100-python/` there.
@@ -728,7 +728,7 @@ def gaussian_cifar100(*, num_episodes: int = 200, sigma: float = 10.0, eval_ever
                       steps_per_episode: Optional[int] = None, repeat_episodes: bool = False,
                       class_order: str = 'label', order_seed: Optional[int] = None, mask: str = 'class',
                       epochs: Union[int, float] = 1, image_size: int = 224, jpeg_round_trip: bool = False,
-                      crop: str = 'auto', seed: int = 0, data_dir: Optional[str] = None, manual_dir: Optional[str] = None,
+                      crop: str = 'resized', seed: int = 0, data_dir: Optional[str] = None, manual_dir: Optional[str] = None,
                       max_tasks: Optional[int] = None, max_train_examples_per_task: Optional[int] = None,
                       max_eval_examples_per_task: Optional[int] = None) -> GaussianBenchmark:
   """Gaussian-scheduled CIFAR-100 (task-agnostic); the math is in the comment above `gaussian_class_weights`.
@@ -745,8 +745,8 @@ def gaussian_cifar100(*, num_episodes: int = 200, sigma: float = 10.0, eval_ever
     epochs: passes over the training set in single-pass mode (default 1: every example seen once).
     image_size: network input side.
     jpeg_round_trip: JPEG round trip before the random crop (the 'resized' geometry only).
-    crop: image geometry: 'auto' (official: pad-and-crop at 32 px, random-resized crop otherwise), 'pad' or
-      'resized' (`preprocessing.resolve_crop`).
+    crop: image geometry: 'auto' (official: pad-and-crop at 32 px, random-resized crop otherwise; what the data gin
+      files bind), 'pad' or 'resized' (the default: the geometry of runs configured before this option).
     seed: seed of the schedule's Bernoulli draws (and the class order default, example caps).
     data_dir: tfds data directory.
     manual_dir: local downloads.
@@ -772,7 +772,7 @@ def gaussian_cifar100(*, num_episodes: int = 200, sigma: float = 10.0, eval_ever
 
 
 def five_datasets(*, datasets: Sequence[str] = FIVE_DATASETS, mask: str = 'class', epochs: Union[int, float] = 5,
-                  image_size: int = 224, jpeg_round_trip: bool = False, crop: str = 'auto', seed: int = 0,
+                  image_size: int = 224, jpeg_round_trip: bool = False, crop: str = 'resized', seed: int = 0,
                   data_dir: Optional[str] = None, manual_dir: Optional[str] = None, max_tasks: Optional[int] = None,
                   max_train_examples_per_task: Optional[int] = None,
                   max_eval_examples_per_task: Optional[int] = None) -> SegmentedBenchmark:
@@ -787,8 +787,8 @@ def five_datasets(*, datasets: Sequence[str] = FIVE_DATASETS, mask: str = 'class
     epochs: passes over each task.
     image_size: network input side.
     jpeg_round_trip: JPEG round trip before the random crop (the 'resized' geometry only).
-    crop: image geometry: 'auto' (official: pad-and-crop at 32 px, random-resized crop otherwise), 'pad' or
-      'resized' (`preprocessing.resolve_crop`).
+    crop: image geometry: 'auto' (official: pad-and-crop at 32 px, random-resized crop otherwise; what the data gin
+      files bind), 'pad' or 'resized' (the default: the geometry of runs configured before this option).
     seed: seed of the example caps.
     data_dir: tfds data directory.
     manual_dir: local downloads (see docs/data.md for the folder of each data set).
@@ -822,7 +822,7 @@ def five_datasets(*, datasets: Sequence[str] = FIVE_DATASETS, mask: str = 'class
 def domainnet(*, protocol: str = 'domain_incremental', domains: Sequence[str] = DOMAINNET_DOMAINS,
               num_tasks: int = 5, class_order: str = 'label', order_seed: Optional[int] = None,
               mask: Optional[str] = None, epochs: Union[int, float] = 5, image_size: int = 224,
-              jpeg_round_trip: bool = False, crop: str = 'auto', seed: int = 0, shuffle_buffer: int = 10_000,
+              jpeg_round_trip: bool = False, crop: str = 'resized', seed: int = 0, shuffle_buffer: int = 10_000,
               data_dir: Optional[str] = None, manual_dir: Optional[str] = None, max_tasks: Optional[int] = None,
               max_train_examples_per_task: Optional[int] = None,
               max_eval_examples_per_task: Optional[int] = None) -> SegmentedBenchmark:
@@ -839,8 +839,8 @@ def domainnet(*, protocol: str = 'domain_incremental', domains: Sequence[str] = 
     epochs: passes over each task.
     image_size: network input side.
     jpeg_round_trip: JPEG round trip before the random crop (the 'resized' geometry only).
-    crop: image geometry: 'auto' (official: pad-and-crop at 32 px, random-resized crop otherwise), 'pad' or
-      'resized' (`preprocessing.resolve_crop`).
+    crop: image geometry: 'auto' (official: pad-and-crop at 32 px, random-resized crop otherwise; what the data gin
+      files bind), 'pad' or 'resized' (the default: the geometry of runs configured before this option).
     seed: the benchmark's own seed.
     shuffle_buffer: shuffle buffer (encoded images) of the streamed training data.
     data_dir: tfds data directory.

@@ -290,11 +290,11 @@ class PreprocessConfig:
       geometry only.
     crop: geometry (`preprocessing.resolve_crop`): 'auto' (official: 'pad' at 32 px, 'resized' otherwise), 'pad'
       (pad to image_size + 4, random crop, flip; no resize at test) or 'resized' (random-resized crop; resize and
-      centre crop at test).
+      centre crop at test; the default, the geometry of runs configured before this option existed).
   """
   image_size: int = 224
   jpeg_round_trip: bool = False
-  crop: str = 'auto'
+  crop: str = 'resized'
 
   def __post_init__(self):
     preprocessing.resolve_crop(self.crop, self.image_size)  # Raises on an unknown value.

@@ -92,8 +92,8 @@ class SplitTest(tf.test.TestCase):
 
   def test_official_eval_options_drop_remainder_and_small_input_geometry(self):
     with tfds.testing.mock_data(num_examples=600), tempfile.TemporaryDirectory() as d:
-      b = continual.split_cifar100(num_tasks=5, image_size=32, data_dir=d, max_tasks=1)
-      self.assertEqual(b.preprocess.crop, 'auto')
+      self.assertEqual(continual.split_cifar100().preprocess.crop, 'resized')  # Code default: runs made before.
+      b = continual.split_cifar100(num_tasks=5, image_size=32, data_dir=d, max_tasks=1, crop='auto')  # data/*.gin.
       n = b.num_eval_examples(0)
       every = sum(int(x['valid'].numpy().sum()) for x in b.eval_dataset(0, global_batch_size=16))
       self.assertEqual(every, n)  # Default: every test example.
