@@ -728,7 +728,8 @@ def gaussian_cifar100(*, num_episodes: int = 200, sigma: float = 10.0, eval_ever
                       steps_per_episode: Optional[int] = None, repeat_episodes: bool = False,
                       class_order: str = 'label', order_seed: Optional[int] = None, mask: str = 'class',
                       epochs: Union[int, float] = 1, image_size: int = 224, jpeg_round_trip: bool = False,
-                      crop: str = 'resized', seed: int = 0, data_dir: Optional[str] = None, manual_dir: Optional[str] = None,
+                      crop: str = 'resized', seed: int = 0, data_dir: Optional[str] = None,
+                      manual_dir: Optional[str] = None,
                       max_tasks: Optional[int] = None, max_train_examples_per_task: Optional[int] = None,
                       max_eval_examples_per_task: Optional[int] = None) -> GaussianBenchmark:
   """Gaussian-scheduled CIFAR-100 (task-agnostic); the math is in the comment above `gaussian_class_weights`.

@@ -21,8 +21,8 @@ Signatures (input `images`: uint8 [batch, height, width, 3]; every image of one 
 The preprocessing inside the graph is `preprocessing.preprocess_eval` with the run's geometry applied to each image
 ('resized': resize the shorter side to round(S * 256 / 224), centre-crop S, scale to [0, 1]; 'pad', the official
 32 px path: zero-pad or centre-crop to S without resizing, scale to [0, 1]): the very function the evaluation
-pipeline maps over its datasets, so served and evaluated numerics are the same. The class names are also written as the asset
-`assets/class_names.txt` (one per line) and a description of the export as `assets/export_info.json`.
+pipeline maps over its datasets, so served and evaluated numerics are the same. The class names are also written as
+the asset `assets/class_names.txt` (one per line) and a description of the export as `assets/export_info.json`.
 
 The SavedModel needs only TensorFlow to load and run (`tf.saved_model.load(OUT).signatures['serving_default']`);
 `python -m l2p_tf.predict --export_dir=OUT IMAGE...` classifies image files with it. See docs/serving.md.
@@ -221,9 +221,10 @@ def check_export_dir(export_dir: str, overwrite: bool = False) -> None:
 def preprocess_batch(images: tf.Tensor, image_size: int, crop: str = 'resized') -> tf.Tensor:
   """Evaluation preprocessing of a uint8 batch [B, H, W, 3] -> float32 [B, S, S, 3], bit for bit as in evaluation.
 
-  `preprocessing.preprocess_eval` (geometry `crop`, the run's `PreprocessConfig.crop`) is mapped over the batch with tf.data, as the evaluation pipeline maps it, rather
-  than with `tf.map_fn`: in a tf.function graph, grappler's constant folding turns the `/ 255.0` into a multiply by
-  the reciprocal (results differ in the last bit), while tf.data map functions keep the division, as eager does.
+  `preprocessing.preprocess_eval` (geometry `crop`, the run's `PreprocessConfig.crop`) is mapped over the batch
+  with tf.data, as the evaluation pipeline maps it, rather than with `tf.map_fn`: in a tf.function graph, grappler's
+  constant folding turns the `/ 255.0` into a multiply by the reciprocal (results differ in the last bit), while
+  tf.data map functions keep the division, as eager does.
   """
   n = tf.shape(images, out_type=tf.int64)[0]
 

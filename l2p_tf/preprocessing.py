@@ -6,13 +6,12 @@ Two geometries, as the official L2P input pipeline (`crop`, resolved by `resolve
   to `image_size + 2 * PAD_CROP_MARGIN` square (`tf.image.resize_with_crop_or_pad`, 36 for 32), take a random
   `image_size` crop, a random horizontal flip, scale to [0, 1]. Eval: no resize and no crop; the image is only padded
   or centre-cropped to `image_size` when its size differs (a no-op for 32x32 CIFAR), then scaled to [0, 1].
-* 'resized' (every other input size, e.g. 224). Train: resize to `resize_size(image_size)` (256 for 224; `round(image_size * 256 / 224)` otherwise), optionally a
-JPEG encode/decode round trip of the resized image (what the official L2P code does before cropping), an Inception-style
-random-resized crop covering 5%-100% of the area with aspect ratio in [3/4, 4/3], resized to `image_size`, a random
-horizontal flip, and scaling to [0, 1].
-
-Eval: resize so the shorter side is `resize_size(image_size)`, centre-crop `image_size`, scale to [0, 1].
-  The JPEG round trip belongs to this path only (the official 32 px path has none).
+* 'resized' (every other input size, e.g. 224). Train: resize to `resize_size(image_size)` (256 for 224;
+  `round(image_size * 256 / 224)` otherwise), optionally a JPEG encode/decode round trip of the resized image (what
+  the official L2P code does before cropping), an Inception-style random-resized crop covering 5%-100% of the area
+  with aspect ratio in [3/4, 4/3], resized to `image_size`, a random horizontal flip, and scaling to [0, 1]. Eval:
+  resize so the shorter side is `resize_size(image_size)`, centre-crop `image_size`, scale to [0, 1]. The JPEG round
+  trip belongs to this path only (the official 32 px path has none).
 
 Every random choice is a stateless op driven by an explicit `seed` (a shape-[2] int tensor), so the same seed gives
 the same crop on every machine and on every run: the input pipeline derives the seed from (run seed, task, element

@@ -224,11 +224,10 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
         optimizer: Callable = optimizers.build_optimizer, prompt_pool: Optional[Callable] = None,
         mode: str = 'train', data_dir: Optional[str] = None, manual_dir: Optional[str] = None,
         init_checkpoint: str = '', global_batch_size: int = 128, eval_batch_size: Optional[int] = None,
-        eval_drop_remainder: bool = False,
-        pull_coefficient: float = 1.0, grad_clip_norm: Optional[float] = 1.0, grad_clip_scope: str = 'trainable',
-        reset_optimizer_per_task: bool = True,
-        use_label_mask: bool = True, seed: int = 42, steps_per_loop: int = 20, log_every_steps: int = 50,
-        checkpoint_every_steps: int = 500, max_checkpoints_to_keep: int = 2,
+        eval_drop_remainder: bool = False, pull_coefficient: float = 1.0, grad_clip_norm: Optional[float] = 1.0,
+        grad_clip_scope: str = 'trainable', reset_optimizer_per_task: bool = True, use_label_mask: bool = True,
+        seed: int = 42, steps_per_loop: int = 20, log_every_steps: int = 50, checkpoint_every_steps: int = 500,
+        max_checkpoints_to_keep: int = 2,
         eval_selections: Sequence[str] = ('batchwise',), jit_compile=False,
         deterministic_ops: bool = False, preemption: Optional[Preemption] = None, overwrite: bool = False,
         precision: str = 'auto') -> dict:
@@ -342,9 +341,8 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
     return _run_locked(model_dir=model_dir, strategy=strategy, mode=mode, data_dir=data_dir, manual_dir=manual_dir,
                        init_checkpoint=init_checkpoint, global_batch_size=global_batch_size,
                        eval_batch_size=eval_batch_size, eval_drop_remainder=eval_drop_remainder,
-                       pull_coefficient=pull_coefficient,
-                       grad_clip_norm=grad_clip_norm, grad_clip_scope=grad_clip_scope,
-                       reset_optimizer_per_task=reset_optimizer_per_task,
+                       pull_coefficient=pull_coefficient, grad_clip_norm=grad_clip_norm,
+                       grad_clip_scope=grad_clip_scope, reset_optimizer_per_task=reset_optimizer_per_task,
                        use_label_mask=use_label_mask, seed=seed, steps_per_loop=steps_per_loop,
                        log_every_steps=log_every_steps, checkpoint_every_steps=checkpoint_every_steps,
                        max_checkpoints_to_keep=max_checkpoints_to_keep, eval_selections=eval_selections,
@@ -358,11 +356,11 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
 
 
 def _run_locked(*, model_dir, strategy, mode, data_dir, manual_dir, init_checkpoint, global_batch_size,
-                eval_batch_size, eval_drop_remainder, pull_coefficient, grad_clip_norm, grad_clip_scope, reset_optimizer_per_task,
-                use_label_mask, seed,
-                steps_per_loop, log_every_steps, checkpoint_every_steps, max_checkpoints_to_keep, eval_selections,
-                jit_compile, preemption, overwrite, wall_start, replicas, chief, bench, num_tasks, num_eval, backbone,
-                pool, net, opt, state, operative, config_hash, lock, policy_name) -> dict:
+                eval_batch_size, eval_drop_remainder, pull_coefficient, grad_clip_norm, grad_clip_scope,
+                reset_optimizer_per_task, use_label_mask, seed, steps_per_loop, log_every_steps,
+                checkpoint_every_steps, max_checkpoints_to_keep, eval_selections, jit_compile, preemption,
+                overwrite, wall_start, replicas, chief, bench, num_tasks, num_eval, backbone, pool, net, opt, state,
+                operative, config_hash, lock, policy_name) -> dict:
   """`run` after the model is built and the model_dir locked (the arguments are `run`'s locals)."""
   ckpt_dir = os.path.join(model_dir, 'checkpoints')
   if chief and mode == 'train':

@@ -165,7 +165,7 @@ class PromptPool(tf_keras.layers.Layer):
       5-datasets config, so each task's masked prompts start from the previous task's.
     task_mask_overflow: what `diversity='task_mask'` does when `top_k * num_tasks > pool_size` (the later tasks'
       ids do not fit): 'error' (default) refuses at construction; 'free' lets those tasks match freely, as the
-      official code does (its CIFAR-100 setting, M=10, N=4, 10 tasks, relies on it).
+      official code does when its mask is on (`use_prompt_mask`; its CIFAR-100 configs leave the mask off).
     prompt_init: initializer of the prompts, one of `INITIALIZERS`.
     key_init: initializer of the keys, one of `INITIALIZERS`.
     use_key: learnable keys; False uses the mean of each prompt's tokens as its key.
