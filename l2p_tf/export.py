@@ -18,10 +18,11 @@ Signatures (input `images`: uint8 [batch, height, width, 3]; every image of one 
 * `metadata` (no inputs): `class_names` (C,) string, `image_size`, `num_classes`, `top_k`, `pool_size`,
   `prompts_per_image` (int32 scalars).
 
-The preprocessing inside the graph is `preprocessing.eval_preprocess` applied to each image (resize the shorter side
-to round(S * 256 / 224), centre-crop S, scale to [0, 1]): the very function the evaluation pipeline maps over its
-datasets, so served and evaluated numerics are the same. The class names are also written as the asset
-`assets/class_names.txt` (one per line) and a description of the export as `assets/export_info.json`.
+The preprocessing inside the graph is `preprocessing.preprocess_eval` with the run's geometry applied to each image
+('resized': resize the shorter side to round(S * 256 / 224), centre-crop S, scale to [0, 1]; 'pad', the official
+32 px path: zero-pad or centre-crop to S without resizing, scale to [0, 1]): the very function the evaluation
+pipeline maps over its datasets, so served and evaluated numerics are the same. The class names are also written as
+the asset `assets/class_names.txt` (one per line) and a description of the export as `assets/export_info.json`.
 
 The SavedModel needs only TensorFlow to load and run (`tf.saved_model.load(OUT).signatures['serving_default']`);
 `python -m l2p_tf.predict --export_dir=OUT IMAGE...` classifies image files with it. See docs/serving.md.
@@ -213,24 +214,34 @@ def check_export_dir(export_dir: str, overwrite: bool = False) -> None:
     raise ExportError(f'{export_dir} exists and is not empty; pass --overwrite to replace it.')
 
 
-def preprocess_batch(images: tf.Tensor, image_size: int) -> tf.Tensor:
+def preprocess_batch(images: tf.Tensor, image_size: int, crop: str = 'resized') -> tf.Tensor:
   """Evaluation preprocessing of a uint8 batch [B, H, W, 3] -> float32 [B, S, S, 3], bit for bit as in evaluation.
 
-  `preprocessing.eval_preprocess` is mapped over the batch with tf.data, as the evaluation pipeline maps it, rather
-  than with `tf.map_fn`: in a tf.function graph, grappler's constant folding turns the `/ 255.0` into a multiply by
-  the reciprocal (results differ in the last bit), while tf.data map functions keep the division, as eager does.
+  `preprocessing.preprocess_eval` (geometry `crop`, the run's `PreprocessConfig.crop`) is mapped over the batch
+  with tf.data, as the evaluation pipeline maps it, rather than with `tf.map_fn`: in a tf.function graph, grappler's
+  constant folding turns the `/ 255.0` into a multiply by the reciprocal (results differ in the last bit), while
+  tf.data map functions keep the division, as eager does.
   """
   n = tf.shape(images, out_type=tf.int64)[0]
 
   def nonempty():
     ds = tf.data.Dataset.from_tensor_slices(images).map(
-        lambda im: preprocessing.eval_preprocess(im, image_size=image_size), num_parallel_calls=tf.data.AUTOTUNE,
+        lambda im: preprocessing.preprocess_eval(im, image_size=image_size, crop=crop),
+        num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True)
     return ds.batch(n).get_single_element()
 
   out = tf.cond(n > 0, nonempty, lambda: tf.zeros([0, image_size, image_size, 3], tf.float32))
   out.set_shape([None, image_size, image_size, 3])
   return out
+
+
+def run_crop(run: LoadedRun) -> str:
+  """The evaluation geometry ('pad' or 'resized') of a loaded run's benchmark."""
+  config = getattr(run.benchmark, 'preprocess', None)
+  if config is None:
+    return 'resized'
+  return preprocessing.resolve_crop(config.crop, config.image_size)
 
 
 class ServingModule(tf.Module):
@@ -241,7 +252,7 @@ class ServingModule(tf.Module):
   """
 
   def __init__(self, method, *, class_names: Sequence[str], image_size: int, pool_size: int, prompts_per_image: int,
-               top_k: int = 5, assets: Sequence[str] = ()):
+               top_k: int = 5, assets: Sequence[str] = (), crop: str = 'resized'):
     super().__init__(name='l2p_serving')
     num_classes = len(class_names)
     if top_k < 1:
@@ -256,7 +267,7 @@ class ServingModule(tf.Module):
 
     def classify(images, selection):
       def full():
-        x = preprocess_batch(images, image_size)
+        x = preprocess_batch(images, image_size, crop)
         out = method.predict(x, selection=selection if pool_size else None)
         logits = tf.cast(out['logits'], tf.float32)
         probs = tf.nn.softmax(logits, axis=-1)
@@ -282,7 +293,7 @@ class ServingModule(tf.Module):
 
     self.serving_default = tf.function(lambda images: classify(images, 'instancewise'), input_signature=[image_spec])
     self.batchwise = tf.function(lambda images: classify(images, 'batchwise'), input_signature=[image_spec])
-    self.preprocess = tf.function(lambda images: {'images': preprocess_batch(images, image_size)},
+    self.preprocess = tf.function(lambda images: {'images': preprocess_batch(images, image_size, crop)},
                                   input_signature=[image_spec])
     self.metadata = tf.function(
         lambda: {'class_names': names, **{k_: tf.constant(v, tf.int32) for k_, v in meta.items()}},
@@ -319,7 +330,8 @@ def export(run: LoadedRun, export_dir: str, *, class_names: Sequence[str], top_k
                      'preprocess': 'uint8 -> float32 [0, 1] evaluation preprocessing', 'metadata': 'no inputs'},
       'input': 'images: uint8 [batch, height, width, 3], one size per request',
       'preprocessing': (f'resize shorter side to {preprocessing.resize_size(run.image_size)} (bilinear), centre '
-                        f'crop {run.image_size}, scale to [0, 1]'),
+                        f'crop {run.image_size}, scale to [0, 1]' if run_crop(run) == 'resized' else
+                        f'zero-pad or centre-crop to {run.image_size} (no resize), scale to [0, 1]'),
       'exported_at': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
       **(extra_info or {}),
   }
@@ -331,6 +343,7 @@ def export(run: LoadedRun, export_dir: str, *, class_names: Sequence[str], top_k
     with open(info_path, 'w', encoding='utf-8') as f:
       f.write(json.dumps(info, indent=2) + '\n')
     module = ServingModule(run.method, class_names=class_names, image_size=run.image_size, pool_size=run.pool_size,
+                           crop=run_crop(run),
                            prompts_per_image=run.top_k, top_k=top_k, assets=[names_path, info_path])
     tf.saved_model.save(module, export_dir, signatures=module.signatures())
   return export_dir
@@ -346,7 +359,7 @@ def verify(run: LoadedRun, export_dir: str, *, batch: int = 4, seed: int = 0) ->
   rng = np.random.default_rng(seed)
   size = run.image_size
   images = rng.integers(0, 256, size=(batch, size + size // 3, size + size // 2, 3), dtype=np.uint8)
-  x = preprocess_batch(tf.constant(images), size)
+  x = preprocess_batch(tf.constant(images), size, run_crop(run))
   diffs = {}
   for name, selection in SELECTIONS.items():
     expected = run.method.predict(x, selection=selection if run.pool_size else None)['logits'].numpy()

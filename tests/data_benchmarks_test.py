@@ -97,6 +97,28 @@ class SplitTest(tf.test.TestCase):
         self.assertTrue(set(np.concatenate(eval_labels).tolist()) <= allowed)
         self.assertEqual(sum(len(x) for x in eval_labels), b.num_eval_examples(t))
 
+  def test_official_eval_options_drop_remainder_and_small_input_geometry(self):
+    with tfds.testing.mock_data(num_examples=600), tempfile.TemporaryDirectory() as d:
+      self.assertEqual(benchmarks.split_cifar100().preprocess.crop, 'resized')  # Code default: runs made before.
+      b = benchmarks.split_cifar100(num_tasks=5, preprocess=pipelines.PreprocessConfig(image_size=32, crop='auto'),
+                                    data_dir=d, limits=benchmarks.Limits(max_tasks=1))  # As data/*.gin binds it.
+      n = b.num_eval_examples(0)
+      every = sum(int(x['valid'].numpy().sum()) for x in b.eval_dataset(0, global_batch_size=16))
+      self.assertEqual(every, n)  # Default: every test example.
+      m = next(k for k in (7, 8, 9, 11, 13) if n % k)
+      kept = [x for x in b.eval_dataset(0, global_batch_size=16, drop_remainder_of=m)]
+      self.assertEqual(sum(int(x['valid'].numpy().sum()) for x in kept), n // m * m)
+      with self.assertRaisesRegex(ValueError, f'{n} examples.*drop_remainder_of={n + 1}'):
+        b.eval_dataset(0, global_batch_size=16, drop_remainder_of=n + 1)
+      # At 32 px the official geometry evaluates the stored image itself: no resize, no crop.
+      part = b._eval_part(0)  # pylint: disable=protected-access
+      first = kept[0]['image'].numpy()[0]
+      self.assertAllEqual(first, part.images[part.indices[0]].astype(np.float32) / 255.0)
+      resized = benchmarks.split_cifar100(num_tasks=5, preprocess=pipelines.PreprocessConfig(image_size=32,
+                                                                                            crop='resized'),
+                                          data_dir=d, limits=benchmarks.Limits(max_tasks=1))
+      self.assertNotAllClose(next(iter(resized.eval_dataset(0, global_batch_size=16)))['image'].numpy()[0], first)
+
   def test_mask_none_and_epochs(self):
     with tfds.testing.mock_data(num_examples=300), tempfile.TemporaryDirectory() as d:
       b = benchmarks.split_cifar100(mask='none', preprocess=pipelines.PreprocessConfig(image_size=16), data_dir=d,

@@ -25,7 +25,7 @@ from l2p_tf.data import pipelines
 from l2p_tf.data import preprocessing
 from l2p_tf.engine import loop
 
-EVAL_BATCH = 24
+EVAL_BATCH = 48  # A multiple of the prompt pool's vote_size (16); 64 test images per task leave a padded batch.
 
 
 @pytest.fixture(scope='module')
@@ -66,7 +66,7 @@ def trained(tmp_path_factory):
 def test_run_is_as_expected(trained):
   assert trained['res']['complete'] and trained['run'].eval_batch_size == EVAL_BATCH
   batches = trained['batches'][0]
-  assert len(batches) == 3 and batches[-1]['valid'].sum() == 16  # 64 = 24 + 24 + 16 (+ 8 padding).
+  assert len(batches) == 2 and batches[-1]['valid'].sum() == 16  # 64 = 48 + 16 (+ 32 padding).
   for b in batches:  # The rows above are the pipeline's rows.
     np.testing.assert_array_equal(b['label'], b['pipeline_label'])
     np.testing.assert_array_equal(b['valid'], b['pipeline_valid'])
@@ -84,6 +84,7 @@ def test_in_graph_preprocessing_equals_the_eval_pipeline(trained):
 @pytest.mark.parametrize('signature,selection', [('serving_default', 'instancewise'), ('batchwise', 'batchwise')])
 def test_round_trip_logits_equal_in_process_evaluation(trained, signature, selection):
   net, fn = trained['run'].model, trained['loaded'].signatures[signature]
+  assert export_lib.run_crop(trained['run']) == 'pad'  # A 32 px run: the official geometry, served as evaluated.
   # The evaluation's own batches (pipeline floats into the model, the originals' uint8 into the SavedModel) ...
   for b in trained['batches'][1]:
     expected = net(tf.constant(b['float']), training=False, selection=selection)
@@ -92,7 +93,7 @@ def test_round_trip_logits_equal_in_process_evaluation(trained, signature, selec
     np.testing.assert_array_equal(out['selected_prompts'].numpy(), expected['prompt_ids'].numpy())
   # ... and non-square images of another size, preprocessed in process by the pipeline's function.
   images = np.random.default_rng(0).integers(0, 256, size=(5, 45, 71, 3), dtype=np.uint8)
-  x = tf.stack([preprocessing.eval_preprocess(tf.constant(im), image_size=32) for im in images])
+  x = tf.stack([preprocessing.preprocess_eval(tf.constant(im), image_size=32, crop=export_lib.run_crop(trained['run'])) for im in images])
   expected = net(x, training=False, selection=selection)
   out = fn(images=tf.constant(images))
   logits = out['logits'].numpy()
@@ -173,7 +174,7 @@ def test_loads_and_runs_in_a_fresh_process_without_l2p_tf(trained, tmp_path):
   proc = subprocess.run([sys.executable, '-c', code, trained['export_dir'], str(tmp_path / 'images.npy'),
                          str(tmp_path), trained['names'][7]], cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 0 and proc.stdout.strip().endswith('ok'), proc.stderr[-3000:]
-  x = tf.stack([preprocessing.eval_preprocess(tf.constant(im), image_size=32) for im in images])
+  x = tf.stack([preprocessing.preprocess_eval(tf.constant(im), image_size=32, crop=export_lib.run_crop(trained['run'])) for im in images])
   for name, selection in export_lib.SELECTIONS.items():
     expected = trained['run'].model(x, training=False, selection=selection)['logits'].numpy()
     np.testing.assert_allclose(np.load(tmp_path / f'{name}.npy'), expected, atol=1e-5, rtol=0)

@@ -86,6 +86,66 @@ class PreprocessingTest(tf.test.TestCase):
     expected = tf.image.resize(tf.cast(image, tf.float32), (256, 256))[16:240, 16:240] / 255.0
     self.assertAllClose(out, expected, atol=1e-5)
 
+  # -- The official small-input path ('pad': the official input_size == 32 branch). ----------------------------------
+
+  def test_auto_crop_follows_the_official_size_rule(self):
+    self.assertEqual(preprocessing.resolve_crop('auto', 32), 'pad')
+    self.assertEqual(preprocessing.resolve_crop('auto', 224), 'resized')
+    self.assertEqual(preprocessing.resolve_crop('auto', 48), 'resized')
+    self.assertEqual(preprocessing.resolve_crop('resized', 32), 'resized')
+    self.assertEqual(preprocessing.resolve_crop('pad', 224), 'pad')
+    with self.assertRaisesRegex(ValueError, "'centre'"):
+      preprocessing.resolve_crop('centre', 32)
+
+  def test_pad_crop_train_is_a_window_of_the_zero_padded_image_by_hand(self):
+    # By hand: pad 2 zero pixels on each side (32 -> 36), a 32x32 window at offset (dy, dx) in [0, 4]^2, maybe
+    # mirrored left-right, divided by 255. No resize anywhere, so the match is exact.
+    image = np.random.default_rng(4).integers(1, 256, (32, 32, 3), dtype=np.uint8)  # No zeros: padding shows.
+    padded = np.zeros((36, 36, 3), np.float32)
+    padded[2:34, 2:34] = image
+    offsets, flips = set(), set()
+    for s in range(40):
+      out = preprocessing.preprocess_train(tf.constant(image), tf.constant([s, 9], tf.int64), image_size=32).numpy()
+      self.assertEqual(out.shape, (32, 32, 3))
+      matches = [(dy, dx, f) for dy in range(5) for dx in range(5) for f in (False, True)
+                 if np.array_equal(out, (padded[dy:dy + 32, dx:dx + 32, :][:, ::-1] if f else
+                                         padded[dy:dy + 32, dx:dx + 32, :]) / 255.0)]
+      self.assertLen(matches, 1, msg=f'seed {s}: output is not exactly one padded window: {matches}')
+      offsets.add(matches[0][:2])
+      flips.add(matches[0][2])
+    self.assertGreater(len(offsets), 8)  # The crop moves over the 5 x 5 offsets ...
+    self.assertEqual(flips, {False, True})  # ... and half of the images are mirrored.
+    self.assertTrue(any(o != (2, 2) for o in offsets))  # Off-centre windows carry zero padding.
+
+  def test_pad_crop_train_is_deterministic_per_seed(self):
+    image = _image(seed=5)
+    a = preprocessing.preprocess_train(image, tf.constant([1, 2], tf.int64), image_size=32)
+    b = preprocessing.preprocess_train(image, tf.constant([1, 2], tf.int64), image_size=32)
+    self.assertAllEqual(a, b)
+
+  def test_pad_crop_eval_does_not_resize(self):
+    image = _image(seed=6)
+    out = preprocessing.preprocess_eval(image, image_size=32)
+    self.assertAllEqual(out, image.numpy().astype(np.float32) / 255.0)  # Exactly the image, scaled.
+    # The previous geometry (resize to 37, centre crop 32) differs: the official one keeps every pixel.
+    self.assertNotAllClose(out, preprocessing.preprocess_eval(image, image_size=32, crop='resized'))
+
+  def test_pad_crop_brings_other_sizes_to_the_input_by_padding(self):
+    gray = _image(28, 28, 1, seed=7)
+    out = preprocessing.preprocess_eval(gray, image_size=32, crop='pad').numpy()
+    self.assertAllEqual(out[2:30, 2:30, 0], gray.numpy()[..., 0].astype(np.float32) / 255.0)
+    self.assertAllEqual(out[:2], np.zeros((2, 32, 3)))
+    self.assertEqual(preprocessing.preprocess_train(gray, tf.constant([0, 0], tf.int64), image_size=32,
+                                                    crop='pad').shape, (32, 32, 3))
+
+  def test_jpeg_round_trip_acts_on_the_resized_path_only(self):
+    image = _image(seed=8)
+    seed = tf.constant([2, 3], tf.int64)
+    self.assertAllEqual(preprocessing.preprocess_train(image, seed, image_size=32, jpeg_round_trip=True),
+                        preprocessing.preprocess_train(image, seed, image_size=32))  # 'pad': none, as official.
+    self.assertNotAllClose(preprocessing.preprocess_train(image, seed, image_size=48, jpeg_round_trip=True),
+                           preprocessing.preprocess_train(image, seed, image_size=48))
+
 
 if __name__ == '__main__':
   tf.test.main()

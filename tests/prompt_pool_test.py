@@ -221,3 +221,53 @@ def test_padding_examples_do_not_vote_count_or_pull():
   # reduce_sim over the real examples only: q0 1 + 1/sqrt2, q2 1/sqrt2 + 1.
   np.testing.assert_allclose(out['reduce_sim'].numpy(), 1 + 1 / R2, rtol=1e-6)
   np.testing.assert_array_equal(pool.usage.numpy()[0], [2, 0, 0, 2, 0])
+
+
+def test_vote_groups_of_consecutive_examples_by_hand():
+  # 2 groups of 3: q0, q0, q1 pick {0,3} {0,3} {2,4} -> [0, 3]; q1, q1, q2 pick {2,4} {2,4} {3,0} -> [2, 4].
+  # One vote over all six counts 0, 3 and 2, 4 three times each: the tie gives [0, 2] to everyone.
+  queries = tf.constant(QUERIES[[0, 0, 1, 1, 1, 2]])
+  whole = make_pool(diversity='none')(queries)['prompt_ids'].numpy()
+  np.testing.assert_array_equal(whole, [[0, 2]] * 6)
+  grouped = make_pool(diversity='none', vote_size=3)(queries)['prompt_ids'].numpy()
+  np.testing.assert_array_equal(grouped, [[0, 3]] * 3 + [[2, 4]] * 3)
+  # In training too (the original votes inside each device batch in both).
+  trained = make_pool(diversity='none', vote_size=3)(queries, task_index=tf.constant(0), training=True)
+  np.testing.assert_array_equal(trained['prompt_ids'].numpy(), [[0, 3]] * 3 + [[2, 4]] * 3)
+
+
+def test_vote_group_larger_than_the_batch_and_a_short_last_group():
+  queries = tf.constant(QUERIES[[0, 0, 1, 1, 1, 2]])
+  np.testing.assert_array_equal(make_pool(vote_size=16)(queries)['prompt_ids'].numpy(), [[0, 2]] * 6)
+  # Groups of 4: {0,3} {0,3} {2,4} {2,4} -> tie, [0, 2]; the last group of two: {2,4} {2,4} -> [2, 4].
+  ids = prompt_pool_lib.batchwise_vote(tf.constant([[0, 3], [0, 3], [2, 4], [2, 4], [2, 4], [2, 4]]), 5, 2,
+                                       group_size=4).numpy()
+  np.testing.assert_array_equal(ids, [[0, 2]] * 4 + [[2, 4]] * 2)
+  # Padding does not vote inside its group.
+  ids = prompt_pool_lib.batchwise_vote(tf.constant([[0, 3], [2, 4], [2, 4], [1, 2]]), 5, 2,
+                                       weights=tf.constant([1.0, 0.0, 0.0, 1.0]), group_size=2).numpy()
+  np.testing.assert_array_equal(ids, [[0, 3]] * 2 + [[1, 2]] * 2)
+
+
+def test_vote_batch_check_quotes_the_sizes():
+  prompt_pool_lib.check_vote_batch(16, 512, 'eval_batch_size=512')  # 32 groups.
+  prompt_pool_lib.check_vote_batch(16, 8, 'global_batch_size=16 over 2 replica(s)')  # One smaller group.
+  prompt_pool_lib.check_vote_batch(None, 500, 'eval_batch_size=500')
+  with pytest.raises(ValueError, match=r'eval_batch_size=500 over 1 replica\(s\) gives 500 .*vote_size=16.*512'):
+    prompt_pool_lib.check_vote_batch(16, 500, 'eval_batch_size=500 over 1 replica(s)')
+  with pytest.raises(ValueError, match='vote_size'):
+    prompt_pool_lib.PromptPool(embed_dim=3, vote_size=0)
+
+
+def test_shared_prompt_pool_copies_the_previous_tasks_prompts_when_they_fit():
+  pool = make_pool(diversity='task_mask', pool_size=5, top_k=2, shared_prompt_pool=True)  # Prompt i = 100 i + j.
+  before = pool.prompts.numpy().copy()
+  assert not pool.start_task(0)  # Nothing before task 0.
+  assert pool.start_task(1)      # Ids [2, 4) <- [0, 2).
+  after = pool.prompts.numpy()
+  np.testing.assert_array_equal(after[2:4], before[0:2])
+  np.testing.assert_array_equal(after[[0, 1, 4]], before[[0, 1, 4]])
+  assert not pool.start_task(2)  # Ids [4, 6) do not fit in 5 prompts: the official skips the copy.
+  np.testing.assert_array_equal(pool.prompts.numpy(), after)
+  plain = make_pool(diversity='task_mask')
+  assert not plain.start_task(1)  # Off by default.

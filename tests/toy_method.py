@@ -50,11 +50,12 @@ class CosineClassifier(base.Method):
     self.model = _Model(self.backbone, num_classes)
     return self.model
 
-  def frozen_features(self, images):
-    return {'feature': self.model.feature(images)}
+  def frozen_features(self, images, *, backbone_gradients=False):
+    return None if backbone_gradients else {'feature': self.model.feature(images)}
 
   def loss(self, batch, *, frozen, task_index, global_batch_size, num_replicas):
-    logits = self.model.logits(frozen['feature'], self.scale)
+    feature = frozen['feature'] if frozen else self.model.feature(batch['image'])
+    logits = self.model.logits(feature, self.scale)
     logits = tf.where(batch['label_mask'], logits, -1e9)
     ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(batch['label'], tf.int32), logits=logits)
     loss = tf.reduce_sum(ce) / global_batch_size

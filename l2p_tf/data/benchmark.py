@@ -195,11 +195,29 @@ class ContinualBenchmark:
                                start_step=start_step)
 
   def eval_dataset(self, i: int, input_context: Optional[tf.distribute.InputContext] = None, *,
-                   global_batch_size: int) -> tf.data.Dataset:
-    """Finite evaluation batches {'image', 'label', 'valid'}: every example once, padded to whole global batches."""
+                   global_batch_size: int, drop_remainder_of: Optional[int] = None) -> tf.data.Dataset:
+    """Finite evaluation batches {'image', 'label', 'valid'}: every example once, padded to whole global batches.
+
+    `drop_remainder_of=n` keeps only the first floor(count / n) * n examples of the set: the official evaluation,
+    which drops each test set's last partial global batch of n examples (None: every example).
+
+    Raises:
+      ValueError: a set with fewer than `drop_remainder_of` examples (nothing would be left).
+    """
     self._check_eval(i)
     check_positive('global_batch_size', global_batch_size, allow_none=False)
+    check_positive('drop_remainder_of', drop_remainder_of)
     part = self._eval_part(i)
+    if drop_remainder_of:
+      keep = part.num_examples // drop_remainder_of * drop_remainder_of
+      if keep == 0:
+        raise ValueError(f'Evaluation set {i} ({self.eval_names[i]}) has {part.num_examples} examples, fewer than '
+                         f'one batch of drop_remainder_of={drop_remainder_of}: dropping the last partial batch '
+                         'leaves none.')
+      if isinstance(part, sources.ArrayPart):
+        part = dataclasses.replace(part, indices=part.indices[:keep])
+      else:
+        part = dataclasses.replace(part, num_examples=keep)
     if isinstance(part, sources.ArrayPart):
       return pipelines.array_eval_dataset(part, input_context=input_context, global_batch_size=global_batch_size,
                                           preprocess=self.preprocess)

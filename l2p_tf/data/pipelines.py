@@ -84,10 +84,27 @@ class PreprocessConfig:
 
   Attributes:
     image_size: network input side.
-    jpeg_round_trip: JPEG-encode the resized training image before cropping (official code).
+    jpeg_round_trip: JPEG-encode the resized training image before cropping (official code); the 'resized'
+      geometry only.
+    crop: geometry (`preprocessing.resolve_crop`): 'auto' (official: 'pad' at 32 px, 'resized' otherwise), 'pad'
+      (pad to image_size + 4, random crop, flip; no resize at test) or 'resized' (random-resized crop; resize and
+      centre crop at test; the default, the geometry of runs configured before this option existed).
   """
   image_size: int = 224
   jpeg_round_trip: bool = False
+  crop: str = 'resized'
+
+  def __post_init__(self):
+    preprocessing.resolve_crop(self.crop, self.image_size)  # Raises on an unknown value.
+
+  def train(self, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Training preprocessing of one uint8 image with its stateless seed."""
+    return preprocessing.preprocess_train(image, seed, image_size=self.image_size, crop=self.crop,
+                                          jpeg_round_trip=self.jpeg_round_trip)
+
+  def eval(self, image: tf.Tensor) -> tf.Tensor:
+    """Evaluation preprocessing of one uint8 image."""
+    return preprocessing.preprocess_eval(image, image_size=self.image_size, crop=self.crop)
 
 
 def _finish(ds: tf.data.Dataset, per_replica_batch: int) -> tf.data.Dataset:
@@ -141,9 +158,7 @@ def array_train_dataset(part: sources.ArrayPart, plan: np.ndarray, *, masks: np.
   mask_table = tf.constant(np.asarray(masks, bool))
 
   def fn(row, mask_id, index):
-    image = preprocessing.train_preprocess(
-        tf.gather(images, row), tf.stack([tf.constant(seed, tf.int64), index]), image_size=preprocess.image_size,
-        jpeg_round_trip=preprocess.jpeg_round_trip)
+    image = preprocess.train(tf.gather(images, row), tf.stack([tf.constant(seed, tf.int64), index]))
     return {'image': image, 'label': tf.gather(labels, row), 'label_mask': tf.gather(mask_table, mask_id)}
 
   return _finish(ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True), b)
@@ -176,7 +191,7 @@ def array_eval_dataset(part: sources.ArrayPart, *, input_context: Optional[tf.di
   labels = tf.constant(np.asarray(part.labels, np.int32))
 
   def fn(row, ok):
-    image = preprocessing.eval_preprocess(tf.gather(images, row), image_size=preprocess.image_size)
+    image = preprocess.eval(tf.gather(images, row))
     return {'image': image, 'label': tf.gather(labels, row), 'valid': ok}
 
   ds = tf.data.Dataset.from_tensor_slices((rows, valid))
@@ -228,9 +243,7 @@ def stream_train_dataset(part: sources.StreamPart, *, steps: int, mask: np.ndarr
   mask_t = tf.constant(np.asarray(mask, bool))
 
   def fn(g, x):
-    image = preprocessing.train_preprocess(_decode(x['image']), tf.stack([tf.constant(augment_seed, tf.int64), g]),
-                                           image_size=preprocess.image_size,
-                                           jpeg_round_trip=preprocess.jpeg_round_trip)
+    image = preprocess.train(_decode(x['image']), tf.stack([tf.constant(augment_seed, tf.int64), g]))
     return {'image': image, 'label': tf.cast(x['label'], tf.int32), 'label_mask': mask_t}
 
   return _finish(ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True), b)
@@ -253,7 +266,7 @@ def stream_eval_dataset(part: sources.StreamPart, *, input_context: Optional[tf.
 
   def fn(g, x):
     del g
-    image = preprocessing.eval_preprocess(_decode(x[0]), image_size=preprocess.image_size)
+    image = preprocess.eval(_decode(x[0]))
     return {'image': image, 'label': tf.cast(x[1], tf.int32), 'valid': x[2]}
 
   return _finish(ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True), b)

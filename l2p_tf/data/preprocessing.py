@@ -1,11 +1,17 @@
-"""Image preprocessing for training and evaluation (as the official L2P code), stateless and deterministic.
+"""Image preprocessing for training and evaluation, stateless and deterministic.
 
-Train: resize to `resize_size(image_size)` (256 for 224; `round(image_size * 256 / 224)` otherwise), optionally a
-JPEG encode/decode round trip (what the official L2P code does to small images before cropping), an Inception-style
-random-resized crop covering 5%-100% of the area with aspect ratio in [3/4, 4/3], resized to `image_size`, a random
-horizontal flip, and scaling to [0, 1].
+Two geometries, as the official L2P input pipeline (`crop`, resolved by `resolve_crop`):
 
-Eval: resize so the shorter side is `resize_size(image_size)`, centre-crop `image_size`, scale to [0, 1].
+* 'pad' (the official path for `input_size == 32`, CIFAR's native size). Train: zero-pad (or centre-crop) the image
+  to `image_size + 2 * PAD_CROP_MARGIN` square (`tf.image.resize_with_crop_or_pad`, 36 for 32), take a random
+  `image_size` crop, a random horizontal flip, scale to [0, 1]. Eval: no resize and no crop; the image is only padded
+  or centre-cropped to `image_size` when its size differs (a no-op for 32x32 CIFAR), then scaled to [0, 1].
+* 'resized' (every other input size, e.g. 224). Train: resize to `resize_size(image_size)` (256 for 224;
+  `round(image_size * 256 / 224)` otherwise), optionally a JPEG encode/decode round trip of the resized image (what
+  the official L2P code does before cropping), an Inception-style random-resized crop covering 5%-100% of the area
+  with aspect ratio in [3/4, 4/3], resized to `image_size`, a random horizontal flip, and scaling to [0, 1]. Eval:
+  resize so the shorter side is `resize_size(image_size)`, centre-crop `image_size`, scale to [0, 1]. The JPEG round
+  trip belongs to this path only (the official 32 px path has none).
 
 Every random choice is a stateless op driven by an explicit `seed` (a shape-[2] int tensor), so the same seed gives
 the same crop on every machine and on every run: the input pipeline derives the seed from (run seed, task, element
@@ -22,6 +28,29 @@ import tensorflow as tf
 CROP_AREA_RANGE = (0.05, 1.0)
 CROP_ASPECT_RATIO_RANGE = (3.0 / 4.0, 4.0 / 3.0)
 DEFAULT_JPEG_QUALITY = 95
+# The official small-input path pads 32 -> 36: 2 pixels on each side.
+PAD_CROP_MARGIN = 2
+CROPS = ('auto', 'pad', 'resized')
+
+
+def resolve_crop(crop: str, image_size: int) -> str:
+  """The geometry a `crop` setting gives at `image_size`.
+
+  Args:
+    crop: 'auto' (the official rule: 'pad' when `image_size == 32`, 'resized' otherwise), 'pad' or 'resized'.
+    image_size: side of the square network input.
+
+  Returns:
+    'pad' or 'resized'.
+
+  Raises:
+    ValueError: unknown `crop`.
+  """
+  if crop not in CROPS:
+    raise ValueError(f'Unknown crop {crop!r}; choose one of {CROPS}.')
+  if crop == 'auto':
+    return 'pad' if image_size == 32 else 'resized'
+  return crop
 
 
 def resize_size(image_size: int) -> int:
@@ -95,6 +124,56 @@ def train_preprocess(image: tf.Tensor, seed: tf.Tensor, *, image_size: int = 224
   image = tf.clip_by_value(image / 255.0, 0.0, 1.0)
   image.set_shape((image_size, image_size, 3))
   return image
+
+
+def pad_crop_train_preprocess(image: tf.Tensor, seed: tf.Tensor, *, image_size: int = 32,
+                              margin: int = PAD_CROP_MARGIN, flip: bool = True) -> tf.Tensor:
+  """Training augmentation of the official small-input path: pad, random crop, random flip, [0, 1].
+
+  Args:
+    image: uint8 (H, W, C) with C in {1, 3}.
+    seed: int32/int64 tensor of shape [2], the stateless seed of this example.
+    image_size: output side (32 in the official configs).
+    margin: zero padding on each side before the crop (2: 32 -> 36).
+    flip: random horizontal flip with probability 1/2.
+
+  Returns:
+    float32 (image_size, image_size, 3) in [0, 1].
+  """
+  image = to_rgb(image)
+  padded = image_size + 2 * margin
+  image = tf.image.resize_with_crop_or_pad(image, padded, padded)
+  crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), num=2))
+  image = tf.image.stateless_random_crop(image, (image_size, image_size, 3), seed=crop_seed)
+  if flip:
+    image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
+  image = tf.cast(image, tf.float32) / 255.0
+  image.set_shape((image_size, image_size, 3))
+  return image
+
+
+def pad_crop_eval_preprocess(image: tf.Tensor, *, image_size: int = 32) -> tf.Tensor:
+  """Evaluation of the official small-input path: no resize; pad / centre-crop only if the size differs; [0, 1]."""
+  image = to_rgb(image)
+  image = tf.image.resize_with_crop_or_pad(image, image_size, image_size)
+  image = tf.cast(image, tf.float32) / 255.0
+  image.set_shape((image_size, image_size, 3))
+  return image
+
+
+def preprocess_train(image: tf.Tensor, seed: tf.Tensor, *, image_size: int, crop: str = 'auto',
+                     jpeg_round_trip: bool = False) -> tf.Tensor:
+  """Training preprocessing of one image by `crop` (see `resolve_crop`); `jpeg_round_trip` acts on 'resized' only."""
+  if resolve_crop(crop, image_size) == 'pad':
+    return pad_crop_train_preprocess(image, seed, image_size=image_size)
+  return train_preprocess(image, seed, image_size=image_size, jpeg_round_trip=jpeg_round_trip)
+
+
+def preprocess_eval(image: tf.Tensor, *, image_size: int, crop: str = 'auto') -> tf.Tensor:
+  """Evaluation preprocessing of one image by `crop` (see `resolve_crop`)."""
+  if resolve_crop(crop, image_size) == 'pad':
+    return pad_crop_eval_preprocess(image, image_size=image_size)
+  return eval_preprocess(image, image_size=image_size)
 
 
 def eval_preprocess(image: tf.Tensor, *, image_size: int = 224) -> tf.Tensor:

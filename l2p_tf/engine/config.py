@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional, Sequence, Union
 
+from l2p_tf.engine import clipping
+
 
 @dataclasses.dataclass(frozen=True)
 class Training:
@@ -17,6 +19,8 @@ class Training:
   Attributes:
     global_batch_size: examples per step over all replicas; must be divisible by the replica count.
     grad_clip_norm: global-norm gradient clipping; None or 0 disables it.
+    grad_clip_scope: whose gradients the clipping norm covers: 'trainable' (prompts, keys, head) or 'all' (also the
+      frozen backbone's, computed for the norm only: the official code); see `engine/clipping.py`.
     reset_optimizer_per_task: zero the optimizer's step and moments at the start of each task.
     precision: 'float32', 'mixed_bfloat16' or 'auto' (mixed_bfloat16 on TPU / GPU, float32 on CPU).
     jit_compile: XLA-compile the per-replica step: True, False or 'auto' (on GPU only).
@@ -24,10 +28,14 @@ class Training:
   """
   global_batch_size: int = 128
   grad_clip_norm: Optional[float] = 1.0
+  grad_clip_scope: str = 'trainable'
   reset_optimizer_per_task: bool = True
   precision: str = 'auto'
   jit_compile: Union[bool, str] = False
   deterministic_ops: bool = False
+
+  def __post_init__(self):
+    clipping.GlobalNormClip(max_norm=self.grad_clip_norm, scope=self.grad_clip_scope)  # A bad value fails now.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,9 +46,12 @@ class Evaluation:
     batch_size: examples per evaluation step over all replicas (None: the training batch).
     selections: prompt-selection modes evaluated; the first fills the accuracy matrix, the others are reported
       beside it (methods without a prompt pool evaluate the first only).
+    drop_remainder: evaluate only the first floor(n / global_batch_size) * global_batch_size examples of each test
+      set, as the official evaluation (which drops each set's last partial batch); False evaluates every one.
   """
   batch_size: Optional[int] = None
   selections: Sequence[str] = ('batchwise',)
+  drop_remainder: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -82,12 +82,15 @@ class Built:
     return self.optimizer
 
 
-def check_batch(what: str, value: int, strategy: tf.distribute.Strategy) -> None:
-  """Raises ValueError unless `value` examples split evenly over the strategy's replicas."""
+def check_batch(what: str, value: int, strategy: tf.distribute.Strategy, method=None) -> None:
+  """Raises ValueError unless `value` examples split evenly over the strategy's replicas (and, given a built
+  method, unless the replica batch suits it: L2P's vote groups)."""
   replicas = strategy.num_replicas_in_sync
   if value % replicas:
     raise ValueError(f'{what}={value} is not divisible by the {replicas} replicas of '
                      f'{strategies.strategy_name(strategy)}; use a multiple of {replicas}.')
+  if method is not None:
+    method.check_batch_size(value // replicas, f'{what}={value} over {replicas} replica(s)')
 
 
 def build(spec: Experiment, training: config.Training, *, strategy: tf.distribute.Strategy,
@@ -112,6 +115,7 @@ def build(spec: Experiment, training: config.Training, *, strategy: tf.distribut
   with strategy.scope(), precision_lib.policy_scope(training.precision, strategy) as policy_name:
     method = spec.method()
     method.build(backbone=spec.backbone, num_classes=bench.num_classes, num_tasks=len(bench.tasks))
+  check_batch('global_batch_size', training.global_batch_size, strategy, method)
   image_size = getattr(method.backbone, 'image_size', None)
   bench_size = getattr(getattr(bench, 'preprocess', None), 'image_size', image_size)
   if image_size is not None and bench_size != image_size:

@@ -69,7 +69,8 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, experiment: experim
   if mode not in ('train', 'eval'):
     raise ValueError(f"Unknown mode {mode!r}; use 'train' or 'eval'.")
   built = experiment_lib.build(experiment, training, strategy=strategy, data_dir=data_dir, manual_dir=manual_dir)
-  experiment_lib.check_batch('eval_batch_size', evaluation.batch_size or training.global_batch_size, strategy)
+  experiment_lib.check_batch('eval_batch_size', evaluation.batch_size or training.global_batch_size, strategy,
+                             built.method)
   if mode == 'train' and (overwrite or not checkpointing.has_checkpoint(model_dir)):
     # Fresh start: the pretrained backbone is read now (never on a resume, where the checkpoint has it), before any
     # data work, so a wrong path or a mismatched file fails in seconds.
@@ -100,6 +101,8 @@ class ContinualRun:
     self.bench, self.method, self.state, strategy = built.benchmark, built.method, built.state, built.strategy
     self.strategy, self.training = strategy, built.training
     self.eval_batch_size = evaluation.batch_size or built.training.global_batch_size
+    # The official evaluation drops each set's last partial batch of the training batch size (off by default).
+    self.eval_drop_remainder_of = built.training.global_batch_size if evaluation.drop_remainder else None
     self.scratch = None if chief else strategies.worker_scratch_dir(strategy, model_dir)
     self.manager = checkpointing.make_manager(
         directory=checkpointing.checkpoint_dir(model_dir, self.scratch), model=self.method.model,
@@ -109,7 +112,8 @@ class ContinualRun:
     self.trainer = trainer_lib.Trainer(
         strategy=strategy, method=self.method, optimizer=built.optimizer, global_step=self.state.global_step,
         task_index=self.state.task_index, global_batch_size=self.training.global_batch_size,
-        grad_clip_norm=self.training.grad_clip_norm, jit_compile=self.training.jit_compile,
+        grad_clip_norm=self.training.grad_clip_norm, grad_clip_scope=self.training.grad_clip_scope,
+        jit_compile=self.training.jit_compile,
         stop_requested=self.preemption.should_stop)
     self.progress = reporting.ProgressAction(global_step=self.state.global_step, total_tasks=built.num_tasks,
                                              log_every_steps=cadence.log_every_steps)
@@ -174,9 +178,10 @@ class ContinualRun:
       self.stop(t)
     if step >= end:
       return
-    if step == start and self.training.reset_optimizer_per_task:
-      optimizers.reset_optimizer(self.built.optimizer)
-    self.method.begin_task(t)
+    if step == start:  # A task's fresh start (a resume inside it finds both done, in the checkpoint).
+      if self.training.reset_optimizer_per_task:
+        optimizers.reset_optimizer(self.built.optimizer)
+      self.method.begin_task(t)
     task = self.bench.tasks[t]
     say(f'== Task {t + 1}/{self.built.num_tasks} ({task.name}): {len(task.classes)} classes, '
         f'{self.bench.num_train_examples(t)} examples, steps {step - start}/{end - start} done')
@@ -248,7 +253,8 @@ class ContinualRun:
   def eval_dataset(self, i: int):
     if i not in self._eval_datasets:
       self._eval_datasets[i] = self.strategy.distribute_datasets_from_function(
-          lambda ctx: self.bench.eval_dataset(i, ctx, global_batch_size=self.eval_batch_size))
+          lambda ctx: self.bench.eval_dataset(i, ctx, global_batch_size=self.eval_batch_size,
+                                              drop_remainder_of=self.eval_drop_remainder_of))
     return self._eval_datasets[i]
 
   def evaluate_after(self, t: int) -> np.ndarray:

@@ -1,8 +1,10 @@
 """One training step of any method, as an `orbit.StandardTrainer`.
 
 A step: the method's work on frozen weights (`Method.frozen_features`, outside the gradient tape), its loss (inside
-the tape, which watches the method's trainable variables and nothing else), gradients summed over replicas, a
-non-finite guard, global-norm clipping, apply. The step knows nothing of tasks beyond the `task_index` variable it
+the tape, which watches the method's trainable variables, plus the frozen parameters when the clip's scope is 'all'),
+gradients summed over replicas, a non-finite guard, global-norm clipping over the configured scope
+(`clipping.GlobalNormClip`: 'trainable', or 'all' as the official code, whose frozen-backbone gradients enter the
+norm only), apply. The step knows nothing of tasks beyond the `task_index` variable it
 hands to the method and the label mask that arrives with the data, so it is traced once for the whole run.
 
 Steps run one `tf.function` call at a time from a Python loop (not a `tf.while_loop` of `steps_per_loop` steps), so
@@ -19,6 +21,7 @@ import orbit
 import tensorflow as tf
 import tf_keras
 
+from l2p_tf.engine import clipping
 from l2p_tf.engine import precision as precision_lib
 from l2p_tf.engine import strategies
 from l2p_tf.methods import base as method_base
@@ -51,6 +54,8 @@ class Trainer(orbit.StandardTrainer):
     task_index: int32 variable holding the current task (handed to `method.loss`).
     global_batch_size: examples per step over all replicas.
     grad_clip_norm: clip the global gradient norm to this value; None or 0 disables clipping.
+    grad_clip_scope: whose gradients the clipping norm covers: 'trainable' or 'all' (the frozen parameters' too,
+      official); see `clipping.GlobalNormClip`.
     jit_compile: compile the per-replica step with XLA: True, False or 'auto' (True on GPU; see
       `precision.resolve_jit_compile`).
     stop_requested: called with the global step before each step; True stops (agreed across workers).
@@ -58,7 +63,7 @@ class Trainer(orbit.StandardTrainer):
 
   def __init__(self, *, strategy: tf.distribute.Strategy, method: method_base.Method, optimizer,
                global_step: tf.Variable, task_index: tf.Variable, global_batch_size: int,
-               grad_clip_norm: Optional[float] = 1.0, jit_compile=False,
+               grad_clip_norm: Optional[float] = 1.0, grad_clip_scope: str = 'trainable', jit_compile=False,
                stop_requested: Optional[Callable[[int], bool]] = None):
     self.strategy = strategy
     self.method = method
@@ -66,7 +71,8 @@ class Trainer(orbit.StandardTrainer):
     self.global_step = global_step
     self.task_index = task_index
     self.global_batch_size = global_batch_size
-    self.grad_clip_norm = grad_clip_norm
+    self.clip = clipping.GlobalNormClip(max_norm=grad_clip_norm, scope=grad_clip_scope,
+                                        frozen_variables=clipping.frozen_parameters(method.model))
     self.stop_requested = stop_requested
     self.trace_count = 0  # Python side effect: counts traces of the step function (should stay 1).
     with strategy.scope():
@@ -107,18 +113,17 @@ class Trainer(orbit.StandardTrainer):
     ctx = tf.distribute.get_replica_context()
     variables = self.method.trainable_variables
     # Work on frozen weights (L2P's query pass) runs before the tape opens, so the tape records only what trains.
-    # The tape watches only the trainable variables: Keras's `trainable = False` leaves a frozen backbone's
-    # tf.Variables trainable, and a default tape would record their reads and build (then prune) weight gradients.
-    frozen = self.method.frozen_features(batch['image'])
+    # The tape watches only what the clip scope needs (`self.clip.sources`): Keras's `trainable = False` leaves a
+    # frozen backbone's tf.Variables trainable, and a default tape would record their reads and build weight
+    # gradients. With scope 'all' the method keeps outside the tape only what needs no gradient.
+    frozen = self.method.frozen_features(batch['image'], backbone_gradients=self.clip.needs_frozen_gradients)
     with tf.GradientTape(watch_accessed_variables=False) as tape:
-      tape.watch(variables)
+      tape.watch(self.clip.sources(variables))
       out = self.method.loss(batch, frozen=frozen, task_index=self.task_index,
                              global_batch_size=self.global_batch_size, num_replicas=ctx.num_replicas_in_sync)
-    grads = tape.gradient(out.loss, variables)
-    grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) for g, v in zip(grads, variables)]
-    # Sum over replicas first, so the clip applies to the global gradient (as jax.lax.pmean does in the original).
-    grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
-    grad_norm = tf.linalg.global_norm(grads)
+    # Summed over replicas before the norm (as jax.lax.pmean in the original), scaled by the clip factor over the
+    # configured scope.
+    grads, grad_norm = self.clip(tape, out.loss, variables, replica_context=ctx)
     # A NaN / Inf anywhere (loss on any replica, or the global gradient) zeroes the gradient, so no NaN reaches the
     # weights (Adam's momentum still moves them a little); the Python loop then raises NonFiniteError before anything
     # is saved, so that state is never kept. (No tf.cond skipping apply_gradients: its merge_call is not allowed in a
@@ -126,8 +131,6 @@ class Trainer(orbit.StandardTrainer):
     bad_loss = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(~tf.math.is_finite(out.loss), tf.float32))
     finite = tf.logical_and(tf.math.is_finite(grad_norm), tf.equal(bad_loss, 0.0))
     grads = [tf.where(finite, g, tf.zeros_like(g)) for g in grads]
-    if self.grad_clip_norm:
-      grads, _ = tf.clip_by_global_norm(grads, self.grad_clip_norm, use_norm=grad_norm)
     self.optimizer.apply_gradients(zip(grads, variables), skip_gradients_aggregation=True)
     self.accuracy_metric.update_state(batch['label'], out.logits)
     # Scale back to per-example means so the logged loss does not depend on the replica count.

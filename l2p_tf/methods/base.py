@@ -9,7 +9,8 @@ Life cycle, driven by the engine:
 
     method = Method(**gin_bound_options)                     # no variables yet
     method.build(backbone=vit_factory, num_classes=C, num_tasks=T)   # under strategy.scope() and the dtype policy
-    method.begin_task(t)                                     # before the first step of task t (also on a resume)
+    method.begin_task(t)                                     # once, before task t's first step (its effects are
+                                                             # in the checkpoint, so a resume does not repeat it)
     frozen = method.frozen_features(batch['image'])           # per step, outside the gradient tape (may be None)
     out = method.loss(batch, frozen=frozen, task_index=..., global_batch_size=B, num_replicas=R)   # inside the tape
     pred = method.predict(images, valid=..., selection=...)  # evaluation and serving
@@ -69,9 +70,15 @@ class Method:
     """The variables the optimizer updates (the gradient tape watches these and nothing else)."""
     return list(self.model.trainable_variables)
 
-  def frozen_features(self, images) -> Optional[dict]:
-    """Work on frozen weights that `loss` needs, computed outside the gradient tape (None: nothing)."""
-    del images
+  def frozen_features(self, images, *, backbone_gradients: bool = False) -> Optional[dict]:
+    """Work on frozen weights that `loss` needs, computed outside the gradient tape (None: nothing).
+
+    Args:
+      images: the batch's images.
+      backbone_gradients: the trainer also differentiates the frozen parameters (gradient clipping over all
+        parameters): return only what `loss` may use without a gradient path to them.
+    """
+    del images, backbone_gradients
     return None
 
   def loss(self, batch: dict, *, frozen: Optional[dict], task_index, global_batch_size: int,
@@ -90,10 +97,12 @@ class Method:
     raise NotImplementedError
 
   def begin_task(self, t: int) -> None:
-    """Called before task t's first step (and when a run resumes inside task t)."""
+    """Called once before task t's first step (not again when a run resumes inside task t: what it changes is
+    in the checkpoint)."""
 
   def end_task(self, t: int) -> None:
-    """Called after task t's last step, before it is evaluated."""
+    """Called after task t's last step, before it is evaluated (again if a run is interrupted in between: it must
+    give the same result when repeated from the task-end checkpoint)."""
 
   @property
   def pool_size(self) -> int:
@@ -106,6 +115,10 @@ class Method:
     Reading it may be a collective (MultiWorkerMirrored): every worker calls it at the same points.
     """
     return None
+
+  def check_batch_size(self, per_replica: int, what: str) -> None:
+    """Raises ValueError naming `what` when a replica batch of `per_replica` examples does not suit the method."""
+    del per_replica, what
 
   def describe(self) -> str:
     """One line for the log: the method and its trainable parameter counts."""

@@ -54,8 +54,12 @@ class L2P(base.Method):
   def _pool(self) -> Optional[prompt_pool_lib.PromptPool]:
     return self.model.prompt_pool
 
-  def frozen_features(self, images) -> Optional[dict]:
-    return self.model.query_pass(images) if self._pool is not None else None
+  def frozen_features(self, images, *, backbone_gradients: bool = False) -> Optional[dict]:
+    if self._pool is None:
+      return None
+    query_pass = self.model.query_pass(images)
+    # With backbone gradients wanted, the prompted pass embeds the images again inside the tape.
+    return {'query': query_pass['query']} if backbone_gradients else query_pass
 
   def loss(self, batch, *, frozen, task_index, global_batch_size, num_replicas) -> base.LossOutput:
     out = self.model(batch['image'], task_index=task_index, training=True,
@@ -74,6 +78,14 @@ class L2P(base.Method):
     if self._pool is not None:
       result['prompt_ids'] = out['prompt_ids']
     return result
+
+  def begin_task(self, t: int) -> None:
+    if self._pool is not None:
+      self._pool.start_task(t)  # The official shared_prompt_pool copy, when configured.
+
+  def check_batch_size(self, per_replica: int, what: str) -> None:
+    if self._pool is not None:
+      prompt_pool_lib.check_vote_batch(self._pool.vote_size, per_replica, what)
 
   @property
   def pool_size(self) -> int:

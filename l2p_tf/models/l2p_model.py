@@ -161,14 +161,16 @@ class L2PModel(tf_keras.Model):
       valid: optional (B,) bool, False for padding examples (a padded evaluation batch): they take no part in the
         batchwise vote, the usage record or `reduce_sim`; their logits are computed as usual.
       query_pass: `self.query_pass(images)`, computed beforehand (by a trainer, outside its gradient tape); None
-        runs the query pass here. Its embedded tokens are reused when the backbone is frozen (no gradient needed).
+        runs the query pass here. Its embedded tokens are reused when the backbone is frozen (no gradient needed);
+        pass only its 'query' to embed again (when the embedding's gradients are wanted).
 
     Returns:
       {'logits': (B, num_classes) float32, 'reduce_sim': scalar float32 (0 without a pool),
        'prompt_ids': (B, N) int32 ((B, 0) without a pool), 'query': (B, D) float32 (stop-gradient)}.
     """
     training = bool(training)
-    if query_pass is not None and self.prompt_pool is not None and not self.train_backbone:
+    if (query_pass is not None and 'tokens' in query_pass and self.prompt_pool is not None
+        and not self.train_backbone):
       x = query_pass['tokens']
     else:
       x = self.vit.embed(images, training=training)

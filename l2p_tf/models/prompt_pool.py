@@ -4,9 +4,11 @@ Follows `models/prompt.py` of google-research/l2p at HEAD (the `prompt_pool=True
 
     sim        = cos(query, key_i)                    (B, M), both sides l2-normalised as x * rsqrt(max(sum x^2, 1e-12))
     ids        = top-N of sim per example             ties go to the lower id (JAX `lax.top_k`, `tf.math.top_k` alike)
-    batchwise  : count the ids picked across the (replica) batch, keep the N most counted (ties to the lower id)
-                 and use them for every example; under MirroredStrategy each replica votes on its own batch, as
-                 the original did under `pmap`
+    batchwise  : count the ids picked across the vote group, keep the N most counted (ties to the lower id) and
+                 use them for every example of the group. A vote group is `vote_size` consecutive examples of the
+                 replica batch (the whole replica batch when None or larger): the original votes inside each device
+                 batch under `pmap` (per_device_batch_size = 16, in training and evaluation), so `vote_size = 16`
+                 gives its votes on any number of replicas and with larger evaluation batches
     task mask  : in training, task t uses ids [tN, (t+1)N) when (t+1)N <= M, whatever the query (the original
                  replaces the selected ids by the mask); otherwise matching is free. Pools too small for every task
                  (N * num_tasks > M) are refused unless `task_mask_overflow='free'` accepts that fallback
@@ -90,20 +92,48 @@ def selection_counts(ids, pool_size: int, weights=None):
   return tf.reduce_sum(one_hot, axis=[0, 1])
 
 
-def batchwise_vote(ids, pool_size: int, k: int, weights=None):
-  """Majority vote of a batch's selections.
+def batchwise_vote(ids, pool_size: int, k: int, weights=None, group_size: Optional[int] = None):
+  """Majority vote of a batch's selections, in groups of `group_size` consecutive examples.
 
   Args:
     ids: (B, k) int selected ids per example.
     pool_size: M.
     k: how many ids to keep.
     weights: optional (B,) vote weight per example (0 for padding).
+    group_size: examples per vote: rows [0, g), [g, 2g), ... vote separately (a last, shorter group when B is not a
+      multiple); None: the whole batch votes once.
 
   Returns:
-    (B, k) int32: the `k` ids picked most often across the batch (ties to the lower id), the same for every example.
+    (B, k) int32: per group, the `k` ids picked most often in it (ties to the lower id), for each of its examples.
   """
-  major = top_k_ids(selection_counts(ids, pool_size, weights), k)
-  return tf.tile(major[tf.newaxis], [tf.shape(ids)[0], 1])
+  if group_size is None:
+    major = top_k_ids(selection_counts(ids, pool_size, weights), k)
+    return tf.tile(major[tf.newaxis], [tf.shape(ids)[0], 1])
+  batch = tf.shape(ids)[0]
+  groups = (batch + group_size - 1) // group_size
+  per_example = tf.reduce_sum(tf.one_hot(ids, pool_size, dtype=tf.float32), axis=1)  # (B, M)
+  if weights is not None:
+    per_example *= tf.cast(weights, tf.float32)[:, tf.newaxis]
+  per_example = tf.pad(per_example, [[0, groups * group_size - batch], [0, 0]])
+  counts = tf.reduce_sum(tf.reshape(per_example, [groups, group_size, pool_size]), axis=1)  # (G, M)
+  major = tf.cast(top_k_ids(counts, k), tf.int32)  # (G, k)
+  return tf.repeat(major, group_size, axis=0)[:batch]
+
+
+def check_vote_batch(vote_size: Optional[int], batch_per_replica: int, what: str) -> None:
+  """Refuses a replica batch whose vote groups would not all have `vote_size` examples.
+
+  A replica batch of at most `vote_size` examples votes as one group (the official geometry on fewer examples per
+  device); a larger one must be a multiple of it, or its last group would vote with fewer examples than the rest.
+
+  Raises:
+    ValueError: naming `what` (e.g. 'eval_batch_size=500 over 1 replica') and the sizes.
+  """
+  if vote_size and batch_per_replica > vote_size and batch_per_replica % vote_size:
+    raise ValueError(f'{what} gives {batch_per_replica} examples per replica, more than the prompt pool\'s '
+                     f'vote_size={vote_size} and not a multiple of it: the last vote group of every batch would be '
+                     f'smaller. Use a multiple of {vote_size} per replica (e.g. '
+                     f'{-(-batch_per_replica // vote_size) * vote_size}).')
 
 
 class PromptPool(tf_keras.layers.Layer):
@@ -125,12 +155,17 @@ class PromptPool(tf_keras.layers.Layer):
     prompt_length: Lp, tokens per prompt.
     top_k: N, prompts selected per example.
     num_tasks: rows of the usage record (the number of tasks of the benchmark).
-    selection: 'batchwise' (majority vote over the replica batch, the original default) or 'instancewise'.
+    selection: 'batchwise' (majority vote over each vote group, the original default) or 'instancewise'.
+    vote_size: examples per batchwise vote: consecutive groups of this many examples of the replica batch vote
+      separately, in training and evaluation (the original: 16, its per-device batch); None: the whole replica batch.
     diversity: 'task_mask' (training task t uses prompts [tN, (t+1)N) while they fit), 'frequency' (paper Eq. 4,
       see the module docstring) or 'none'. Only active in training with a task index.
+    shared_prompt_pool: at the start of each task t > 0 whose ids [tN, (t+1)N) fit, copy the prompts of task t-1's
+      ids [(t-1)N, tN) into them (`start_task`; keys are not copied): the official `shared_prompt_pool`, on in its
+      5-datasets config, so each task's masked prompts start from the previous task's.
     task_mask_overflow: what `diversity='task_mask'` does when `top_k * num_tasks > pool_size` (the later tasks'
       ids do not fit): 'error' (default) refuses at construction; 'free' lets those tasks match freely, as the
-      official code does (its CIFAR-100 setting, M=10, N=4, 10 tasks, relies on it).
+      official code does when its mask is on (`use_prompt_mask`; its CIFAR-100 configs leave the mask off).
     prompt_init: initializer of the prompts, one of `INITIALIZERS`.
     key_init: initializer of the keys, one of `INITIALIZERS`.
     use_key: learnable keys; False uses the mean of each prompt's tokens as its key.
@@ -143,13 +178,15 @@ class PromptPool(tf_keras.layers.Layer):
   """
 
   def __init__(self, *, embed_dim: int, pool_size: int = 10, prompt_length: int = 10, top_k: int = 4,
-               num_tasks: int = 1, selection: str = 'batchwise', diversity: str = 'task_mask',
+               num_tasks: int = 1, selection: str = 'batchwise', vote_size: Optional[int] = None,
+               diversity: str = 'task_mask', shared_prompt_pool: bool = False,
                task_mask_overflow: str = 'error', prompt_init: str = 'uniform', key_init: str = 'uniform', use_key: bool = True,
                name: str = 'prompt_pool', dtype='float32'):
     # Explicit name/dtype instead of **kwargs: gin then rejects a misspelt parameter when it parses the binding.
     super().__init__(name=name, dtype=dtype)
     for arg, value in (('embed_dim', embed_dim), ('pool_size', pool_size), ('prompt_length', prompt_length),
-                       ('top_k', top_k), ('num_tasks', num_tasks)):
+                       ('top_k', top_k), ('num_tasks', num_tasks)) + ((('vote_size', vote_size),) if vote_size is not
+                                                                     None else ()):
       if not isinstance(value, int) or value < 1:
         raise ValueError(f'{arg} must be a positive integer, got {value!r}.')
     if top_k > pool_size:
@@ -171,6 +208,8 @@ class PromptPool(tf_keras.layers.Layer):
     self.top_k = top_k
     self.num_tasks = num_tasks
     self.selection = selection
+    self.vote_size = vote_size
+    self.shared_prompt_pool = bool(shared_prompt_pool)
     self.diversity = diversity
     self.task_mask_overflow = task_mask_overflow
     self.use_key = use_key
@@ -186,6 +225,22 @@ class PromptPool(tf_keras.layers.Layer):
         name='usage', shape=(num_tasks, pool_size), dtype=tf.float32, initializer='zeros', trainable=False,
         synchronization=tf.VariableSynchronization.ON_READ, aggregation=tf.VariableAggregation.SUM)
     self.built = True
+
+  def start_task(self, task: int) -> bool:
+    """Per-task hook, called once when task `task` starts training (not on a resume mid-task).
+
+    With `shared_prompt_pool`, copies prompts [(t-1)N, tN) into [tN, (t+1)N) when both ranges fit in the pool, as
+    the official code does before each task; otherwise does nothing.
+
+    Returns:
+      Whether prompts were copied.
+    """
+    n, t = self.top_k, int(task)
+    if not self.shared_prompt_pool or t <= 0 or (t + 1) * n > self.pool_size:
+      return False
+    prompts = tf.convert_to_tensor(self.prompts)
+    self.prompts.assign(tf.concat([prompts[:t * n], prompts[(t - 1) * n:t * n], prompts[(t + 1) * n:]], axis=0))
+    return True
 
   @property
   def num_prompt_tokens(self) -> int:
@@ -229,7 +284,7 @@ class PromptPool(tf_keras.layers.Layer):
     ids = top_k_ids(scores, n)
     weights = None if valid is None else tf.cast(valid, tf.float32)
     if selection == 'batchwise':
-      ids = batchwise_vote(ids, m, n, weights)
+      ids = batchwise_vote(ids, m, n, weights, group_size=self.vote_size)
     if active and self.diversity == 'task_mask':
       fixed = task * n + tf.range(n, dtype=tf.int32)
       ids = tf.where((task + 1) * n <= m, tf.broadcast_to(fixed[tf.newaxis], tf.shape(ids)), ids)
