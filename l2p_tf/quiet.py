@@ -6,6 +6,7 @@ A healthy run prints its own progress on stdout and nothing on stderr. What is r
   device node (`/dev/nvidiactl`, `/proc/driver/nvidia`) it defaults to 3, because there the only "error" TensorFlow
   logs is its failing CUDA probe (`failed call to cuInit`), which says nothing about the run. An explicit
   `TF_CPP_MIN_LOG_LEVEL` is always kept (set it to 0 to see everything).
+* matplotlib's warning that its config folder is not writable (a read-only home): it gets a temporary one.
 * tensorflow-datasets' progress bars (tqdm escape sequences in every log file), its "Downloading and preparing
   dataset Unknown size ..." banners (replaced by one line naming the dataset and the folder) and its warning about
   a variant folder without `dataset_info.json` (it is how tfds finds a folder it is about to prepare).
@@ -39,6 +40,28 @@ def has_nvidia_device() -> bool:
 def set_environment_defaults() -> None:
   """Sets TensorFlow's log-level default (see the module docstring); call before TensorFlow is imported."""
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2' if has_nvidia_device() else '3')
+
+
+def set_matplotlib_config_dir() -> None:
+  """Points matplotlib at a temporary config folder when its default one cannot be written (a read-only home, a
+  sandbox), where it would warn on every import; an explicit MPLCONFIGDIR is kept."""
+  if 'MPLCONFIGDIR' in os.environ:
+    return
+  default = os.path.join(os.environ.get('XDG_CONFIG_HOME') or os.path.join(os.path.expanduser('~'), '.config'),
+                         'matplotlib')
+  try:
+    os.makedirs(default, exist_ok=True)
+    if os.access(default, os.W_OK):
+      return
+  except OSError:
+    pass
+  import tempfile  # pylint: disable=g-import-not-at-top
+  folder = os.path.join(tempfile.gettempdir(), f'matplotlib-{os.getuid()}')
+  try:
+    os.makedirs(folder, exist_ok=True)
+  except OSError:
+    return
+  os.environ['MPLCONFIGDIR'] = folder
 
 
 class _DropRecords(py_logging.Filter):
@@ -218,6 +241,7 @@ def install(model_dir: Optional[str], program: str, verbosity_given: bool) -> Op
   global _current
   from absl import logging  # pylint: disable=g-import-not-at-top
   set_environment_defaults()
+  set_matplotlib_config_dir()
   quiet_tfds()
   handler = logging.get_absl_handler()
   if not verbosity_given:

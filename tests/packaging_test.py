@@ -38,7 +38,8 @@ def _fresh_venv(path):
   [own] = list((path / 'lib').glob('python3*/site-packages'))
   (own / '_project_dependencies.pth').write_text('\n'.join(site.getsitepackages()) + '\n')
   python = path / 'bin' / 'python'
-  probe = subprocess.run([str(python), '-c', 'import l2p_tf'], capture_output=True, text=True, cwd=path, check=False)
+  probe = subprocess.run([str(python), '-c', 'import l2p_tf'], capture_output=True, text=True, cwd=path, env=_env(),
+                         check=False)
   assert probe.returncode != 0, 'the fresh environment already sees an l2p_tf'
   return python
 
