@@ -17,8 +17,9 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from l2p_tf.engine import run_dir as model_dir_lib
+from l2p_tf import losses
 from l2p_tf.engine import loop
+from l2p_tf.engine import run_dir as model_dir_lib
 from l2p_tf.engine import preemption
 from tests import test_util
 from tests.runs import StopAtStep
@@ -167,19 +168,20 @@ def test_live_lock_is_refused_and_a_dead_one_taken_over(tmp_path, capsys):
       run_experiment(model_dir, EXPERIMENT, data_dir=str(tmp_path / 'tfds'))
 
 
-def test_nan_stops_naming_step_and_task_and_keeps_the_last_good_checkpoint(tmp_path):
+def test_nan_stops_naming_step_and_task_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
   model_dir = tmp_path / 'run'
   with tfds.testing.mock_data(num_examples=1000):
     with pytest.raises(preemption.PreemptedError):
       run_experiment(model_dir, EXPERIMENT, data_dir=str(tmp_path / 'tfds'), preemption=StopAtStep(3))
     before = snapshot(model_dir)
-    # Resumed with a NaN pull coefficient (passed directly, so the stored config still matches): the first step after
-    # the resume, step 4, has a NaN loss.
+    # Resumed with a NaN pull term (patched in, so the stored config still matches): the first step after the
+    # resume, step 4, has a NaN loss.
+    monkeypatch.setattr(losses, 'pull_loss', lambda reduce_sim, coefficient: tf.constant(float('nan')))
     with pytest.raises(preemption.NonFiniteLossError,
                        match=r'NaN or Inf loss/gradient in train step 4 \(task 1/2 task_0, step 4/4 of the task\); '
                              r'its gradient was discarded and nothing was saved after it: the newest checkpoint, '
                              r'.*ckpt-\d+, is the last good state'):
-      run_experiment(model_dir, EXPERIMENT, data_dir=str(tmp_path / 'tfds'), pull_coefficient=float('nan'))
+      run_experiment(model_dir, EXPERIMENT, data_dir=str(tmp_path / 'tfds'))
   after = snapshot(model_dir)
   for path in before:  # Checkpoints, config and results untouched (summaries may have grown).
     if not path.startswith(('train/', 'eval/')):
