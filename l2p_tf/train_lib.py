@@ -31,6 +31,7 @@ import orbit
 import tensorflow as tf
 import tf_keras
 
+from l2p_tf import checkpoint_recovery
 from l2p_tf import cl_metrics
 from l2p_tf import continual
 from l2p_tf import evaluator as evaluator_lib
@@ -147,20 +148,12 @@ class CheckpointManager(tf.train.CheckpointManager):
         tf.io.gfile.remove(f)
     return path
 
+  restored_path = None  # The checkpoint `restore_or_initialize` actually restored (None: a fresh start).
+
   def restore_or_initialize(self):
-    for path in reversed(self.checkpoints):
-      try:
-        self._checkpoint.restore(path)
-        if path != self.latest_checkpoint:
-          _say(f'Restored {path}: the newer checkpoints could not be read.')
-        return path
-      except Exception as e:  # pylint: disable=broad-except  (damaged files raise OpError, ValueError, IndexError...)
-        _say(f'warning: checkpoint {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:200]}); '
-             'trying the one before it.')
-    if self.checkpoints:
-      raise RuntimeError(f'No checkpoint in {self.directory} can be read ({", ".join(self.checkpoints)}). Move the '
-                         'directory aside and start afresh (--overwrite does that).')
-    return None
+    self.restored_path, _ = checkpoint_recovery.restore_newest_readable(self._checkpoint.restore, self.checkpoints,
+                                                                       self.directory, say=_say)
+    return self.restored_path
 
 
 @dataclasses.dataclass
@@ -227,7 +220,7 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
         checkpoint_every_steps: int = 500, max_checkpoints_to_keep: int = 2,
         eval_selections: Sequence[str] = ('batchwise',), jit_compile=False,
         deterministic_ops: bool = False, preemption: Optional[Preemption] = None, overwrite: bool = False,
-        precision: str = 'auto') -> dict:
+        precision: str = 'auto', eval_with_changed_config: bool = False) -> dict:
   """Trains and evaluates one continual-learning run in `model_dir` (or resumes it); returns the results dict.
 
   Args:
@@ -260,6 +253,8 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
       `<model_dir>.overwritten-<time>/` first. Without it, a run of a different config is refused.
     precision: 'float32', 'mixed_bfloat16' (bfloat16 matmuls; prompts, keys, head, softmax and loss in float32;
       see l2p_tf/precision.py) or 'auto' (mixed_bfloat16 on TPU / GPU, float32 on CPU).
+    eval_with_changed_config: mode 'eval' only: evaluate although this config differs from the run's config.gin
+      (the differences are printed); without it such an evaluation is refused.
 
   Returns:
     The results dict written to `model_dir/results.json`.
@@ -272,6 +267,7 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
     PreemptedError: `preemption` asked to stop; a checkpoint and the results so far were written first.
   """
   wall_start = time.time()
+  gin_utils.check_argument_types(run, locals())
   if mode not in ('train', 'eval'):
     raise ValueError(f"Unknown mode {mode!r}; use 'train' or 'eval'.")
   replicas = strategy.num_replicas_in_sync
@@ -323,7 +319,7 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
 
   # The model_dir: locked (chief), checked against the config, tidied; from here on, errors release the lock and leave
   # what was there as it was (a model_dir this run created is removed again if it is still empty).
-  lock = model_dir_lib.ModelDirLock(model_dir) if chief else None
+  lock = model_dir_lib.ModelDirLock(model_dir, read_only_ok=mode == 'eval') if chief else None
   if lock is not None:
     lock.acquire()
   try:
@@ -337,7 +333,8 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, benchmark: Callable
                        jit_compile=jit_compile, preemption=preemption, overwrite=overwrite, wall_start=wall_start,
                        replicas=replicas, chief=chief, bench=bench, num_tasks=num_tasks, num_eval=num_eval,
                        backbone=backbone, pool=pool, net=net, opt=opt, state=state, operative=operative,
-                       config_hash=config_hash, lock=lock, policy_name=policy_name)
+                       config_hash=config_hash, lock=lock, policy_name=policy_name,
+                       eval_with_changed_config=eval_with_changed_config)
   finally:
     if lock is not None:
       lock.release_and_tidy()
@@ -347,7 +344,7 @@ def _run_locked(*, model_dir, strategy, mode, data_dir, manual_dir, init_checkpo
                 eval_batch_size, pull_coefficient, grad_clip_norm, reset_optimizer_per_task, use_label_mask, seed,
                 steps_per_loop, log_every_steps, checkpoint_every_steps, max_checkpoints_to_keep, eval_selections,
                 jit_compile, preemption, overwrite, wall_start, replicas, chief, bench, num_tasks, num_eval, backbone,
-                pool, net, opt, state, operative, config_hash, lock, policy_name) -> dict:
+                pool, net, opt, state, operative, config_hash, lock, policy_name, eval_with_changed_config) -> dict:
   """`run` after the model is built and the model_dir locked (the arguments are `run`'s locals)."""
   ckpt_dir = os.path.join(model_dir, 'checkpoints')
   if chief and mode == 'train':
@@ -358,6 +355,10 @@ def _run_locked(*, model_dir, strategy, mode, data_dir, manual_dir, init_checkpo
     else:
       model_dir_lib.check_same_config(model_dir, operative)
     model_dir_lib.remove_partial_files(model_dir, ckpt_dir)
+  read_only = lock is not None and lock.read_only
+  if mode == 'eval':
+    model_dir_lib.check_eval_config(model_dir, operative, allow=eval_with_changed_config)
+    model_dir_lib.recover_checkpoint_state(ckpt_dir, write=chief and not read_only, say=_say)
 
   # Not dataclasses.asdict: it deep-copies, and the checkpoint would hold copies of the variables.
   ckpt = tf.train.Checkpoint(model=net, optimizer=opt,
@@ -400,12 +401,12 @@ def _run_locked(*, model_dir, strategy, mode, data_dir, manual_dir, init_checkpo
       checkpoint_manager=manager, summary_dir=os.path.join(summary_root, 'train'), train_actions=[progress])
   evaluator = evaluator_lib.Evaluator(strategy=strategy, model=net, selections=eval_selections,
                                       pool_size=pool.pool_size if pool is not None else 0)
-  eval_writer = tf.summary.create_file_writer(os.path.join(summary_root, 'eval')) if chief else (
+  eval_writer = tf.summary.create_file_writer(os.path.join(summary_root, 'eval')) if chief and not read_only else (
       tf.summary.create_noop_writer())
-  restored_from = manager.latest_checkpoint
+  restored_from = manager.restored_path  # Not latest_checkpoint: after a fallback, the one actually used.
   step0 = int(state.global_step.numpy())
 
-  if chief:
+  if chief and not read_only:
     tf.io.gfile.makedirs(model_dir)
     config_path = os.path.join(model_dir, model_dir_lib.CONFIG_NAME)
     if operative and mode == 'train' and not tf.io.gfile.exists(config_path):
@@ -523,7 +524,7 @@ def _run_locked(*, model_dir, strategy, mode, data_dir, manual_dir, init_checkpo
     acc_eval = acc.copy()
     acc_eval[t] = row
     res = build_results(acc_eval, t + 1, read_usage())
-    if chief:
+    if chief and not read_only:
       results_lib.atomic_write(os.path.join(model_dir, 'eval_results.json'), json.dumps(res, indent=2) + '\n')
     _say(cl_metrics.format_matrix(acc_eval[:t + 1], names) if bench.scenario != 'task_agnostic' else
          f'accuracy on {bench.eval_names[0]}: {row[0]:.2f}%')
