@@ -26,6 +26,11 @@ def define_flags(model_dir_help: str) -> None:
                     'tf.distribute strategy.')
   flags.DEFINE_string('tpu', '', 'TPU address (tpu strategy); "" or "local" on a TPU VM.')
   flags.DEFINE_integer('num_gpus', None, 'GPUs to use (mirrored / one_device); default: all visible.')
+  flags.DEFINE_float('device_timeout_s', 120.0, 'Seconds the start-up device check (one all-reduce over every replica) '
+                     'may take before the run ends with an error; 0: unbounded.')
+  flags.DEFINE_float('stop_grace_s', 10.0, 'Seconds after SIGTERM / SIGINT for the run to begin its orderly stop (a '
+                     'checkpoint at the next step); past it, a run stuck in a phase that cannot stop between steps '
+                     'exits with code 75 without a new checkpoint.')
   flags.DEFINE_string('tfds_data_dir', None, 'tensorflow-datasets data directory (local or gs://).')
   flags.DEFINE_string('tfds_manual_dir', None,
                       'Directory with manually downloaded dataset files (e.g. ../shared/data with cifar-100-python/); '
@@ -65,6 +70,41 @@ def gin_configured(get_target: Callable[[], Callable], example_gin_file: str) ->
 
 
 def strategy_from_flags():
-  """The tf.distribute strategy that --strategy, --tpu and --num_gpus name."""
+  """The tf.distribute strategy that --strategy, --tpu and --num_gpus name, checked within --device_timeout_s.
+
+  Raises:
+    strategies.StrategyError: the devices asked for are not there, or fail the check.
+  """
   from l2p_tf import strategies  # pylint: disable=g-import-not-at-top
-  return strategies.make_strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.num_gpus)
+  strategy = strategies.make_strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.num_gpus)
+  strategies.check_devices(strategy, FLAGS.device_timeout_s)
+  return strategy
+
+
+def error_message(e: BaseException) -> str:
+  """The one-line (or few-line) text of an error for the `error:` line: what failed, the culprit, what to do.
+
+  gin's "In call to configurable ..." trailer is dropped, but a type error keeps the configurable's name (it is the
+  culprit: a binding of the wrong type); a full disk names the file and says that nothing written was lost.
+  """
+  import errno  # pylint: disable=g-import-not-at-top
+  text = str(e)
+  lines = [l for l in text.splitlines() if not l.strip().startswith('In call to configurable')]
+  configurable = [l.strip().split("'")[1] for l in text.splitlines()
+                  if l.strip().startswith('In call to configurable') and "'" in l]
+  message = '\n'.join(lines).strip()
+  if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or 'No space left on device' in text:
+    where = getattr(e, 'filename', None) or ''
+    return (f'no space left on device{" writing " + where if where else ""} ({message.splitlines()[0][:200]}). Free '
+            'space there and rerun the same command: it resumes from the newest complete checkpoint (files are '
+            'written to a temporary name and renamed, so nothing already written was changed).')
+  if isinstance(e, TypeError):
+    culprit = f' in {configurable[0]}' if configurable else ''
+    return (f'a value of the wrong type{culprit}: {message}. Check the gin bindings of '
+            f'{configurable[0] if configurable else "it"} (a number written in quotes is a string; True/False '
+            'without quotes are booleans).')
+  if isinstance(e, OSError) and not isinstance(e, ValueError):
+    return f'{type(e).__name__}: {message}'
+  if not isinstance(e, (ValueError, RuntimeError)):  # tf.errors.OpError and the like: name the kind.
+    return f'{type(e).__name__}: {message}'
+  return message

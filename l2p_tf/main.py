@@ -22,40 +22,50 @@ from l2p_tf import cli
 FLAGS = flags.FLAGS
 cli.define_flags('Directory for checkpoints, summaries, config.gin and results.')
 flags.DEFINE_enum('mode', 'train', ['train', 'eval'], 'train (or resume), or re-evaluate the newest checkpoint.')
+flags.DEFINE_bool('eval_with_changed_config', False, '--mode=eval: evaluate even though the gin bindings differ '
+                  'from the run\'s config.gin (the differences are printed; the results go to eval_results.json).')
 flags.DEFINE_bool('overwrite', False, 'Start afresh even if --model_dir holds a run (needed when its config differs): '
                   'the old run is first moved to <model_dir>.overwritten-<time>/.')
 
 
 def main(argv):
   cli.start(argv)
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from l2p_tf import train_lib  # pylint: disable=g-import-not-at-top
+  from l2p_tf import watchdog  # pylint: disable=g-import-not-at-top
   run = cli.gin_configured(lambda: train_lib.run, 'gin_configs/experiments/quickstart.gin')
   if run is None:
     return 2
-  strategy = cli.strategy_from_flags()
-  logging.info('Strategy %s with %d replicas.', type(strategy).__name__, strategy.num_replicas_in_sync)
+  # Signals are watched from here on: a SIGTERM while the devices are checked or the data prepared (phases that
+  # cannot stop between steps) still ends the process within --stop_grace_s.
   preemption = train_lib.Preemption().install()
+  guard = watchdog.SignalWatchdog(grace_s=FLAGS.stop_grace_s).install()
+  guard.guard(preemption)
   try:
+    strategy = cli.strategy_from_flags()
+    logging.info('Strategy %s with %d replicas.', type(strategy).__name__, strategy.num_replicas_in_sync)
     run(model_dir=FLAGS.model_dir, strategy=strategy, mode=FLAGS.mode, data_dir=FLAGS.tfds_data_dir,
-        manual_dir=FLAGS.tfds_manual_dir, preemption=preemption, overwrite=FLAGS.overwrite)
+        manual_dir=FLAGS.tfds_manual_dir, preemption=preemption, overwrite=FLAGS.overwrite,
+        eval_with_changed_config=FLAGS.eval_with_changed_config)
   except train_lib.PreemptedError as e:
     print(f'preempted: {e}', file=sys.stderr)
     return train_lib.PREEMPTED_EXIT_CODE
-  except (ValueError, RuntimeError) as e:
-    # Bad input (checkpoint, config, data): one clear line; the traceback stays in the log for whoever wants it.
+  except (ValueError, RuntimeError, TypeError, OSError, tf.errors.OpError) as e:
+    # Bad input (checkpoint, config, data), a full disk, a device that fails: one clear line; the traceback stays in
+    # the log for whoever wants it.
     logging.info('Traceback of the error below:', exc_info=True)
     print(f'error: {user_message(e)}\n(the traceback is in the log: rerun with --verbosity=0 to see it)',
           file=sys.stderr)
     return 2
   finally:
+    guard.uninstall()
     preemption.uninstall()
   return 0
 
 
 def user_message(e: BaseException) -> str:
-  """The exception's message without gin's "In call to configurable ..." trailer."""
-  lines = [l for l in str(e).splitlines() if not l.strip().startswith('In call to configurable')]
-  return '\n'.join(lines).strip()
+  """The error's text for the `error:` line (see `cli.error_message`)."""
+  return cli.error_message(e)
 
 
 if __name__ == '__main__':
