@@ -55,7 +55,7 @@ def restore_newest_readable(restore: Callable[[str], object], paths: Sequence[st
     RuntimeError: no checkpoint restores because every one is damaged.
   """
   failures = []
-  for path in reversed(list(paths)):
+  for path in reversed(list(dict.fromkeys(paths))):
     try:
       restore(path)
     except Exception as e:  # pylint: disable=broad-except  (damaged files raise OpError, ValueError, IndexError...)

@@ -6,6 +6,7 @@ binding.
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Callable, Optional
 
@@ -65,7 +66,11 @@ def gin_configured(get_target: Callable[[], Callable], example_gin_file: str) ->
   except (gin_utils.GinConfigError, ValueError) as e:
     print(f'error: {e}', file=sys.stderr)
     return None
-  gin.finalize()
+  try:
+    gin.finalize()  # Checks that every %gin.REQUIRED was bound.
+  except (ValueError, RuntimeError) as e:
+    print(f'error: Gin config: {e} Bind it in a --gin_file or with --gin_bindings.', file=sys.stderr)
+    return None
   return configured
 
 
@@ -94,9 +99,12 @@ def error_message(e: BaseException) -> str:
                   if l.strip().startswith('In call to configurable') and "'" in l]
   message = '\n'.join(lines).strip()
   if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or 'No space left on device' in text:
-    where = getattr(e, 'filename', None) or ''
-    return (f'no space left on device{" writing " + where if where else ""} ({message.splitlines()[0][:200]}). Free '
-            'space there and rerun the same command: it resumes from the newest complete checkpoint (files are '
+    where = getattr(e, 'filename', None)
+    if not where:  # gin re-raises a copy without the attribute; the path is at the end of the text.
+      m = re.search(r"No space left on device: '(.+?)'", text) or re.search(r'(/[^\s:\']+)', text)
+      where = m.group(1) if m else ''
+    return (f'no space left on device{" writing " + where if where else f" ({message.splitlines()[0][:200]})"}. '
+            'Free space there and rerun the same command: it resumes from the newest complete checkpoint (files are '
             'written to a temporary name and renamed, so nothing already written was changed).')
   if isinstance(e, TypeError):
     culprit = f' in {configurable[0]}' if configurable else ''

@@ -221,7 +221,7 @@ class ModelDirLock:
       with tf.io.gfile.GFile(self.path, 'w') as f:
         f.write(data)
     self.record = record
-    watchdog.at_forced_exit(self.release)
+    watchdog.at_forced_exit(self.release_and_tidy)
     return True
 
   def _read(self) -> Optional[dict]:
@@ -246,7 +246,7 @@ class ModelDirLock:
       except tf.errors.NotFoundError:
         pass
     self.record = None
-    watchdog.cancel_at_forced_exit(self.release)
+    watchdog.cancel_at_forced_exit(self.release_and_tidy)
 
   def release_and_tidy(self) -> None:
     """Releases the lock and removes `model_dir` again if this run created it and wrote nothing else."""
@@ -503,11 +503,23 @@ def recover_checkpoint_state(ckpt_dir: str, *, write: bool = True,
 
 
 def _write_state(ckpt_dir: str, paths: list[str]) -> None:
-  """Writes the state file atomically (temporary file + rename), naming `paths` (relative), newest last."""
+  """Writes the state file atomically (temporary file + rename), naming `paths` (relative), newest last.
+
+  Each path gets its index file's modification time as its timestamp: `tf.train.CheckpointManager` only manages
+  (restores, counts towards `max_to_keep`) checkpoints whose timestamps are newer than the preserved one.
+  """
   # pylint: disable-next=g-import-not-at-top,g-direct-tensorflow-import
   from tensorflow.python.checkpoint import checkpoint_management
+  stamps = []
+  for p in paths:
+    try:
+      stamps.append(float(tf.io.gfile.stat(p + '.index').mtime_nsec) / 1e9)
+    except tf.errors.OpError:
+      stamps.append(0.0)
+  stamps = [max(s, stamps[i - 1] if i else s) for i, s in enumerate(stamps)]  # Never decreasing.
   checkpoint_management.update_checkpoint_state_internal(
-      ckpt_dir, paths[-1], all_model_checkpoint_paths=paths, save_relative_paths=True)
+      ckpt_dir, paths[-1], all_model_checkpoint_paths=paths, save_relative_paths=True,
+      all_model_checkpoint_timestamps=stamps, last_preserved_timestamp=min(stamps) - 1.0)
 
 
 def remove_partial_files(model_dir: str, ckpt_dir: str) -> list[str]:
@@ -515,8 +527,8 @@ def remove_partial_files(model_dir: str, ckpt_dir: str) -> list[str]:
 
   Removed: `ckpt-N_temp/` (shards not yet merged), `*.tempstate*` (a merge's index in progress), `checkpoint.tmp*`
   (the state file's atomic write in progress), results temporaries `*.tmp-<pid>`, and the files of an incomplete
-  checkpoint (no index, or a data shard missing) newer than every complete one. A complete checkpoint is never
-  removed: one the state file does not name is adopted first (`recover_checkpoint_state`), and older unnamed ones
+  checkpoint (no index, or a data shard missing) newer than every complete one and not named in the state file. A
+  complete checkpoint is never removed: one the state file does not name is adopted first (`recover_checkpoint_state`), and older unnamed ones
   (left when a retention delete was cut short) are left alone.
   """
   removed = []
@@ -524,11 +536,13 @@ def remove_partial_files(model_dir: str, ckpt_dir: str) -> list[str]:
   if tf.io.gfile.isdir(ckpt_dir):
     complete = complete_checkpoints(ckpt_dir)
     newest_complete = max(complete, default=-1)
+    # A named checkpoint with a file missing is damaged, not half-written: left for the restore to report and skip.
+    named = {_number(p) for p in _registered(read_checkpoint_state(ckpt_dir))}
     for name in tf.io.gfile.listdir(ckpt_dir):
       name = name.rstrip('/')
       path = os.path.join(ckpt_dir, name)
       m = _CKPT_FILE.match(name)
-      partial = m is not None and int(m.group('n')) > newest_complete and int(m.group('n')) not in complete
+      partial = m is not None and int(m.group('n')) > newest_complete and int(m.group('n')) not in set(complete) | named
       if name.endswith('_temp') or '.tempstate' in name or name.startswith('checkpoint.tmp') or partial:
         (tf.io.gfile.rmtree if tf.io.gfile.isdir(path) else tf.io.gfile.remove)(path)
         removed.append(path)

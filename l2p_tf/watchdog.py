@@ -73,7 +73,8 @@ def main_thread_location() -> str:
   innermost, ours = None, None
   while frame is not None:
     innermost = innermost or frame
-    if ours is None and f'{os.sep}l2p_tf{os.sep}' in frame.f_code.co_filename:
+    if ours is None and f'{os.sep}l2p_tf{os.sep}' in frame.f_code.co_filename and not frame.f_code.co_name.startswith(
+        '<'):
       ours = frame
     frame = frame.f_back
   frame = ours or innermost
