@@ -10,6 +10,9 @@ the SavedModel resizes and centre-crops it as in evaluation. Output, per image:
     2. tiger                           0.1024
     ...
 
+A file that cannot be read or decoded is reported on stderr (`error: ...`) and the others are still classified; the
+exit code is 0 when every file was classified, 1 when some were not, 2 when none was (or the flags are wrong).
+
 Only TensorFlow is needed (the model's code is inside the SavedModel); nothing from `l2p_tf` is imported but this
 file's own package marker.
 """

@@ -375,8 +375,8 @@ def main(argv):
   configured = cli.gin_configured(lambda: pretrain_lib.run, 'gin_configs/pretrain/cifar100_50-99_mini.gin')
   if configured is None:
     return 2
-  strategy = cli.strategy_from_flags()
   try:
+    strategy = cli.strategy_from_flags()  # Inside: missing devices / no TPU are one error line.
     configured(model_dir=FLAGS.model_dir, strategy=strategy, data_dir=FLAGS.tfds_data_dir,
                manual_dir=FLAGS.tfds_manual_dir, command=['python', '-m', 'l2p_tf.pretrain'] + sys.argv[1:])
   except (ValueError, RuntimeError) as e:

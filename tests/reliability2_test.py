@@ -228,6 +228,8 @@ def test_absent_gpus_are_refused_at_once(capsys, tmp_path):
                                        f'--num_gpus={num_gpus}'], data=False)
     assert_one_error(code, err, f'error: --num_gpus={num_gpus} but this machine has 0 usable GPU(s)',
                      'Pass --num_gpus=0 (the CPU) or leave --num_gpus unset')
+  code, err, out = run_main(capsys, [f'--model_dir={tmp_path / "run"}', *TINY, '--num_gpus=-1'], data=False)
+  assert_one_error(code, err, 'error: --num_gpus=-1 is negative; give 0 (CPU) or a GPU count.')
   assert not (tmp_path / 'run').exists()
 
 
@@ -322,6 +324,17 @@ def test_export_of_a_finished_run_records_it_and_overwrites_by_swapping(runs, ex
   info = json.loads((export_dir / 'assets' / 'export_info.json').read_text())
   assert info['complete'] is True and info['tasks_done'] == 2 and info['global_step'] == 8
   assert not (export_dir / 'stale.txt').exists() and sorted(os.listdir(tmp_path)) == ['saved_model']
+
+
+def test_export_from_a_checkpoint_directory_with_a_garbled_state_file(runs, tmp_path, capsys):
+  model_dir = copy_run(runs, 'partial', tmp_path / 'run')
+  (model_dir / 'checkpoints' / 'checkpoint').write_text('garbage {{')
+  before = snapshot(model_dir)
+  code, err, out = run_export(capsys, f'--model_dir={model_dir}', f'--checkpoint={model_dir / "checkpoints"}',
+                              f'--export_dir={tmp_path / "out"}', '--class_names=index', '--noverify')
+  assert code == 0, err
+  assert f'Restored {model_dir}/checkpoints/ckpt-2 (' in out  # Found on disk, the newest.
+  assert snapshot(model_dir) == before  # Export only reads the run.
 
 
 def test_export_dir_that_is_a_file(runs, tmp_path, capsys):
