@@ -28,6 +28,7 @@ import gzip
 import os
 import pickle
 import struct
+import zlib
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
@@ -120,18 +121,31 @@ def read_idx(path: str) -> np.ndarray:
   Raises:
     ValueError: if the header is not that of an unsigned-byte IDX file.
   """
-  with _open_maybe_gz(path) as f:
-    data = f.read()
+  try:
+    with _open_maybe_gz(path) as f:
+      data = f.read()
+  except (EOFError, OSError, zlib.error) as e:
+    if isinstance(e, FileNotFoundError):
+      raise
+    raise ValueError(f'{path} is truncated or damaged ({type(e).__name__}: {e}); download it again.') from e
   zero, dtype, ndim = struct.unpack('>HBB', data[:4])
   if zero != 0 or dtype != 0x08:
     raise ValueError(f'{path!r} is not an unsigned-byte IDX file (magic {data[:4]!r})')
   shape = struct.unpack('>' + 'I' * ndim, data[4:4 + 4 * ndim])
+  size = 4 + 4 * ndim + int(np.prod(shape))
+  if len(data) != size:
+    raise ValueError(f'{path} is truncated or damaged: its header announces {size} bytes ({shape}), it holds '
+                     f'{len(data)}; download it again.')
   return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
 def _load_pickle(path: str) -> dict:
-  with tf.io.gfile.GFile(path, 'rb') as f:
-    return pickle.load(f, encoding='latin1')
+  try:
+    with tf.io.gfile.GFile(path, 'rb') as f:
+      return pickle.load(f, encoding='latin1')
+  except (EOFError, pickle.UnpicklingError, ValueError, IndexError, KeyError, TypeError) as e:
+    raise ValueError(f'{path} is truncated or damaged ({type(e).__name__}: {e}); download it again (docs/data.md '
+                     'says which archive holds it).') from e
 
 
 def _cifar_images(data: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ binding.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Callable, Optional
 
@@ -28,6 +29,11 @@ def define_flags(model_dir_help: str) -> None:
                     'tf.distribute strategy.')
   flags.DEFINE_string('tpu', '', 'TPU address (tpu strategy); "" or "local" on a TPU VM.')
   flags.DEFINE_integer('num_gpus', None, 'GPUs to use (mirrored / one_device); default: all visible.')
+  flags.DEFINE_float('device_timeout_s', 120.0, 'Seconds the start-up device check (one all-reduce over every replica) '
+                     'may take before the run ends with an error; 0: unbounded.')
+  flags.DEFINE_float('stop_grace_s', 10.0, 'Seconds after SIGTERM / SIGINT for the run to begin its orderly stop (a '
+                     'checkpoint at the next step); past it, a run stuck in a phase that cannot stop between steps '
+                     'exits with code 75 without a new checkpoint.')
   flags.DEFINE_string('tfds_data_dir', None, 'tensorflow-datasets data directory (local or gs://).')
   flags.DEFINE_string('tfds_manual_dir', None,
                       'Directory with manually downloaded dataset files (e.g. ../shared/data with cifar-100-python/); '
@@ -89,7 +95,7 @@ def gin_configured(get_target: Callable[[], Callable], example_gin_file: str,
     configured = gin.get_configurable(get_target())
     gin.finalize()  # Runs gin's check that every `%gin.REQUIRED` setting was given a value.
     gin_utils.check_macros()
-  except (gin_utils.GinConfigError, ValueError) as e:
+  except (gin_utils.GinConfigError, ValueError, RuntimeError) as e:
     hint = ''
     if '%gin.REQUIRED' in str(e):
       hint = (f' The gin files must describe a whole run: start from an experiment (e.g. {example_gin_file}), which '
@@ -115,15 +121,53 @@ def _local_copy(path: str) -> list[str]:
 
 
 def strategy_from_flags():
-  """The tf.distribute strategy that --strategy, --tpu and --num_gpus name."""
+  """The tf.distribute strategy that --strategy, --tpu and --num_gpus name, checked within --device_timeout_s.
+
+  Raises:
+    strategies.StrategyError: the devices asked for are not there, or fail the check.
+  """
   from l2p_tf.engine import strategies  # pylint: disable=g-import-not-at-top
-  return strategies.make_strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.num_gpus)
+  strategy = strategies.make_strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.num_gpus)
+  strategies.check_devices(strategy, FLAGS.device_timeout_s)
+  return strategy
+
+
+
+def error_message(e: BaseException) -> str:
+  """The one-line (or few-line) text of an error for the `error:` line: what failed, the culprit, what to do.
+
+  gin's "In call to configurable ..." trailer is dropped, but a type error keeps the configurable's name (it is the
+  culprit: a binding of the wrong type); a full disk names the file and says that nothing written was lost.
+  """
+  import errno  # pylint: disable=g-import-not-at-top
+  text = str(e)
+  lines = [l for l in text.splitlines() if not l.strip().startswith('In call to configurable')]
+  configurable = [l.strip().split("'")[1] for l in text.splitlines()
+                  if l.strip().startswith('In call to configurable') and "'" in l]
+  message = '\n'.join(lines).strip()
+  if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or 'No space left on device' in text:
+    where = getattr(e, 'filename', None)
+    if not where:  # gin re-raises a copy without the attribute; the path is at the end of the text.
+      m = re.search(r"No space left on device: '(.+?)'", text) or re.search(r'(/[^\s:\']+)', text)
+      where = m.group(1) if m else ''
+    return (f'no space left on device{" writing " + where if where else f" ({message.splitlines()[0][:200]})"}. '
+            'Free space there and rerun the same command: it resumes from the newest complete checkpoint (files are '
+            'written to a temporary name and renamed, so nothing already written was changed).')
+  if isinstance(e, TypeError):
+    culprit = f' in {configurable[0]}' if configurable else ''
+    return (f'a value of the wrong type{culprit}: {message}. Check the gin bindings of '
+            f'{configurable[0] if configurable else "it"} (a number written in quotes is a string; True/False '
+            'without quotes are booleans).')
+  if isinstance(e, OSError) and not isinstance(e, ValueError):
+    return f'{type(e).__name__}: {message}'
+  if not isinstance(e, (ValueError, RuntimeError)):  # tf.errors.OpError and the like: name the kind.
+    return f'{type(e).__name__}: {message}'
+  return message
 
 
 def user_message(e: BaseException) -> str:
-  """The exception's message without gin's "In call to configurable ..." trailer."""
-  lines = [l for l in str(e).splitlines() if not l.strip().startswith('In call to configurable')]
-  return '\n'.join(lines).strip()
+  """The error's text for the `error:` line (see `error_message`)."""
+  return error_message(e)
 
 
 def run_configured(get_target: Callable[[], Callable], example_gin_file: str, default_gin_file: Optional[str] = None,
@@ -139,21 +183,29 @@ def run_configured(get_target: Callable[[], Callable], example_gin_file: str, de
   run = gin_configured(get_target, example_gin_file, default_gin_file)
   if run is None:
     return 2
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from l2p_tf.engine import preemption as preemption_lib  # pylint: disable=g-import-not-at-top
-  strategy = strategy_from_flags()
-  logging.info('Strategy %s with %d replicas.', type(strategy).__name__, strategy.num_replicas_in_sync)
+  from l2p_tf.engine import watchdog  # pylint: disable=g-import-not-at-top
+  # Signals are watched from here on: a SIGTERM while the devices are checked or the data prepared (phases that
+  # cannot stop between steps) still ends the process within --stop_grace_s.
   preemption = preemption_lib.Preemption().install()
+  guard = watchdog.SignalWatchdog(grace_s=FLAGS.stop_grace_s).install()
+  guard.guard(preemption)
   try:
+    strategy = strategy_from_flags()  # Inside: missing devices / no TPU are one error line.
+    logging.info('Strategy %s with %d replicas.', type(strategy).__name__, strategy.num_replicas_in_sync)
     run(model_dir=FLAGS.model_dir, strategy=strategy, data_dir=FLAGS.tfds_data_dir, manual_dir=FLAGS.tfds_manual_dir,
         preemption=preemption, overwrite=FLAGS.overwrite, **kwargs)
   except preemption_lib.PreemptedError as e:
     print(f'preempted: {user_message(e)}', file=sys.stderr)
     return preemption_lib.PREEMPTED_EXIT_CODE
-  except (ValueError, RuntimeError) as e:
-    # Bad input (checkpoint, config, data): one clear line; the traceback stays in the log for whoever wants it.
+  except (ValueError, RuntimeError, TypeError, OSError, tf.errors.OpError) as e:
+    # Bad input (checkpoint, config, data), a full disk, a device that fails: one clear line; the traceback stays in
+    # the log for whoever wants it.
     logging.info('Traceback of the error below:', exc_info=True)
     print(f'error: {user_message(e)}\n{traceback_hint()}', file=sys.stderr)
     return 2
   finally:
+    guard.uninstall()
     preemption.uninstall()
   return 0

@@ -48,8 +48,10 @@ import gin  # pylint: disable=g-import-not-at-top,g-bad-import-order
 import numpy as np  # pylint: disable=g-import-not-at-top,g-bad-import-order
 import tensorflow as tf  # pylint: disable=g-import-not-at-top,g-bad-import-order
 
+from l2p_tf.engine import checkpoint_recovery  # pylint: disable=g-import-not-at-top
 from l2p_tf import gin_utils  # pylint: disable=g-import-not-at-top
 from l2p_tf.data import preprocessing  # pylint: disable=g-import-not-at-top
+from l2p_tf.engine import run_dir as model_dir_lib  # pylint: disable=g-import-not-at-top
 
 SIGNATURES = ('serving_default', 'batchwise', 'preprocess', 'metadata')
 # Prompt selection of each classifying signature.
@@ -84,6 +86,42 @@ class LoadedRun:
   eval_batch_size: int
   pool_size: int
   top_k: int
+  global_step: Optional[int] = None
+  tasks_done: Optional[int] = None
+  num_tasks: Optional[int] = None
+
+  @property
+  def complete(self) -> Optional[bool]:
+    """Whether the checkpoint has finished every task (None when the checkpoint does not say)."""
+    if self.tasks_done is None or self.num_tasks is None:
+      return None
+    return self.tasks_done >= self.num_tasks
+
+
+def checkpoint_candidates(model_dir: str, checkpoint: Optional[str] = None) -> list[str]:
+  """The checkpoints that may be exported, oldest first: `checkpoint` alone (a prefix), or those of a directory.
+
+  A directory's candidates are the ones its state file names plus every complete `ckpt-N` on disk (so a lost or
+  damaged state file does not hide them); `load_run` tries them newest first.
+
+  Raises:
+    ExportError: none found.
+  """
+  if checkpoint and not tf.io.gfile.isdir(checkpoint):
+    return [find_checkpoint(model_dir, checkpoint)]
+  ckpt_dir = checkpoint or os.path.join(model_dir, 'checkpoints')
+  state = model_dir_lib.read_checkpoint_state(ckpt_dir)
+  named = {}
+  if state is not None:
+    for p in list(state.all_model_checkpoint_paths) + [state.model_checkpoint_path]:
+      p = os.path.join(ckpt_dir, os.path.basename(p))
+      if p and tf.io.gfile.exists(p + '.index'):
+        named[os.path.basename(p)] = p
+  for p in model_dir_lib.complete_checkpoints(ckpt_dir).values():
+    named.setdefault(os.path.basename(p), p)
+  if not named:
+    find_checkpoint(model_dir, checkpoint)  # Raises with the message for this case.
+  return sorted(named.values(), key=lambda p: (int(p.rsplit('-', 1)[-1]) if p.rsplit('-', 1)[-1].isdigit() else -1))
 
 
 def find_checkpoint(model_dir: str, checkpoint: Optional[str] = None) -> str:
@@ -135,7 +173,7 @@ def load_run(model_dir: str, checkpoint: Optional[str] = None, *, data_dir: Opti
   config = os.path.join(model_dir, 'config.gin')
   if not tf.io.gfile.exists(config):
     raise ExportError(f'{config} not found: --model_dir must be a directory written by python -m l2p_tf.main.')
-  path = find_checkpoint(model_dir, checkpoint)
+  candidates = checkpoint_candidates(model_dir, checkpoint)
   local_config = config
   tmp = None
   if not os.path.exists(config):  # gin reads local files only; copy a gs:// config.
@@ -156,14 +194,41 @@ def load_run(model_dir: str, checkpoint: Optional[str] = None, *, data_dir: Opti
     gin.clear_config()
     if tmp is not None:
       os.unlink(tmp.name)
-  try:
-    inference.restore(built, path)
-  except inference.RestoreError as e:
-    raise ExportError(f'The checkpoint {path} does not fit the model rebuilt from {config}: {e}') from e
   method = built.method
+
+  def restore(path):
+    try:
+      inference.restore(built, path)
+    except inference.RestoreError as e:
+      raise ValueError(f'the checkpoint does not fit the model rebuilt from {config}: {e}') from e
+
+  try:
+    path, _ = checkpoint_recovery.restore_newest_readable(
+        restore, candidates, os.path.dirname(candidates[-1]), say=lambda line: print(line, flush=True),
+        config_hint=config)
+  except RuntimeError as e:
+    raise ExportError(str(e).replace('Move the directory aside and start afresh (--overwrite does that).',
+                                     'Nothing can be exported from it.')) from e
+  step, tasks_done = read_progress(path)
   return LoadedRun(model=method.model, method=method, benchmark=built.benchmark, checkpoint=path,
                    image_size=int(method.backbone.image_size), eval_batch_size=int(eval_batch_size),
-                   pool_size=int(method.pool_size), top_k=int(getattr(method, 'prompts_per_image', 0)))
+                   pool_size=int(method.pool_size), top_k=int(getattr(method, 'prompts_per_image', 0)),
+                   global_step=step, tasks_done=tasks_done, num_tasks=len(built.benchmark.tasks))
+
+
+def read_progress(path: str) -> tuple[Optional[int], Optional[int]]:
+  """(global step, finished tasks) stored in a training checkpoint; None for what it does not hold."""
+  try:
+    reader = tf.train.load_checkpoint(path)
+  except (tf.errors.OpError, ValueError):
+    return None, None
+  out = []
+  for key in ('global_step/.ATTRIBUTES/VARIABLE_VALUE', 'tasks_done/.ATTRIBUTES/VARIABLE_VALUE'):
+    try:
+      out.append(int(reader.get_tensor(key)))
+    except (tf.errors.OpError, ValueError, KeyError):
+      out.append(None)
+  return out[0], out[1]
 
 
 RUN_CLASS_NAMES_FILE = 'class_names.txt'  # MODEL_DIR/class_names.txt, if the run wrote one.
@@ -209,9 +274,15 @@ def resolve_class_names(bench, how: str = '', *, model_dir: Optional[str] = None
 
 
 def check_export_dir(export_dir: str, overwrite: bool = False) -> None:
-  """Raises ExportError if `export_dir` exists, is not empty and `overwrite` is False."""
+  """Raises ExportError if `export_dir` is a file, or exists, is not empty and `overwrite` is False."""
+  if tf.io.gfile.exists(export_dir) and not tf.io.gfile.isdir(export_dir):
+    raise ExportError(f'--export_dir {export_dir} is a file, not a directory: pass the path of a directory for the '
+                      'SavedModel (it is created), or move that file away.')
   if tf.io.gfile.exists(export_dir) and tf.io.gfile.listdir(export_dir) and not overwrite:
     raise ExportError(f'{export_dir} exists and is not empty; pass --overwrite to replace it.')
+  parent = os.path.dirname(os.path.abspath(export_dir)) if model_dir_lib.is_local(export_dir) else None
+  if parent and os.path.exists(parent) and not os.path.isdir(parent):
+    raise ExportError(f'--export_dir {export_dir}: {parent} is a file, not a directory.')
 
 
 def preprocess_batch(images: tf.Tensor, image_size: int, crop: str = 'resized') -> tf.Tensor:
@@ -304,11 +375,22 @@ class ServingModule(tf.Module):
 
 
 def export(run: LoadedRun, export_dir: str, *, class_names: Sequence[str], top_k: int = 5,
-           overwrite: bool = False, extra_info: Optional[dict] = None) -> str:
+           overwrite: bool = False, extra_info: Optional[dict] = None, verify_tolerance: Optional[float] = None,
+           diffs_out: Optional[dict] = None) -> str:
   """Writes the SavedModel of `run` to `export_dir`; returns `export_dir`.
 
+  The SavedModel is written to a temporary sibling `<export_dir>.tmp-<pid>`, reloaded and checked there (with
+  `verify_tolerance`), and only then swapped in: an existing export is renamed aside, the new one renamed into
+  place, the old one deleted. A failure at any point before the swap leaves the existing export as it was.
+
+  Args:
+    verify_tolerance: reload the temporary export and refuse it when its logits differ from the in-process model's
+      by more than this (None: no check).
+    diffs_out: filled with the verification's {signature: max |diff|}.
+
   Raises:
-    ExportError: `export_dir` exists and is not empty, and `overwrite` is False.
+    ExportError: `export_dir` is a file, or exists, is not empty and `overwrite` is False; the reloaded export
+      differs from the model.
   """
   check_export_dir(export_dir, overwrite)
   num_classes = run.benchmark.num_classes
@@ -316,8 +398,6 @@ def export(run: LoadedRun, export_dir: str, *, class_names: Sequence[str], top_k
     raise ExportError(f'{len(class_names)} class names for a head of {num_classes} classes.')
   if any('\n' in c for c in class_names):
     raise ExportError('class names must not contain newlines.')
-  if tf.io.gfile.exists(export_dir):
-    tf.io.gfile.rmtree(export_dir)
   info = {
       'format': 'l2p_tf SavedModel v1',
       'benchmark': getattr(run.benchmark, 'name', ''),
@@ -333,8 +413,59 @@ def export(run: LoadedRun, export_dir: str, *, class_names: Sequence[str], top_k
                         f'crop {run.image_size}, scale to [0, 1]' if run_crop(run) == 'resized' else
                         f'zero-pad or centre-crop to {run.image_size} (no resize), scale to [0, 1]'),
       'exported_at': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
+      'global_step': run.global_step,
+      'tasks_done': run.tasks_done,
+      'num_tasks': run.num_tasks,
+      'complete': run.complete,
       **(extra_info or {}),
   }
+  staging = f'{export_dir.rstrip("/")}.tmp-{os.getpid()}'
+  if tf.io.gfile.exists(staging):
+    tf.io.gfile.rmtree(staging)
+  try:
+    _write_saved_model(run, staging, info, class_names, top_k)
+    if verify_tolerance is not None:
+      diffs = verify(run, staging)
+      if diffs_out is not None:
+        diffs_out.update(diffs)
+      worst = max(diffs.values())
+      if not worst <= verify_tolerance:
+        raise ExportError(f'the reloaded SavedModel differs from the model by {worst:.3g} (more than '
+                          f'{verify_tolerance:g}); nothing was replaced.')
+    swap_into_place(staging, export_dir)
+  finally:
+    if tf.io.gfile.exists(staging):
+      tf.io.gfile.rmtree(staging)
+  return export_dir
+
+
+def swap_into_place(staging: str, export_dir: str) -> None:
+  """Replaces `export_dir` (if any) by the complete directory `staging`; the old one survives any failure before the
+  new one is in place. Local paths swap by rename; object stores (no directory rename) copy file by file."""
+  if not model_dir_lib.is_local(export_dir):
+    if tf.io.gfile.exists(export_dir):
+      tf.io.gfile.rmtree(export_dir)
+    for root, _, files in tf.io.gfile.walk(staging):
+      rel = os.path.relpath(root, staging)
+      tf.io.gfile.makedirs(os.path.join(export_dir, rel))
+      for f in files:
+        tf.io.gfile.copy(os.path.join(root, f), os.path.join(export_dir, rel, f), overwrite=True)
+    return
+  old = None
+  if os.path.lexists(export_dir):
+    old = f'{export_dir.rstrip("/")}.old-{os.getpid()}'
+    os.rename(export_dir, old)
+  try:
+    os.rename(staging, export_dir)
+  except OSError:
+    if old is not None:
+      os.rename(old, export_dir)
+    raise
+  if old is not None:
+    tf.io.gfile.rmtree(old)
+
+
+def _write_saved_model(run: LoadedRun, export_dir: str, info: dict, class_names: Sequence[str], top_k: int) -> None:
   with tempfile.TemporaryDirectory() as tmp:
     names_path = os.path.join(tmp, CLASS_NAMES_ASSET)
     with open(names_path, 'w', encoding='utf-8') as f:
@@ -346,7 +477,6 @@ def export(run: LoadedRun, export_dir: str, *, class_names: Sequence[str], top_k
                            crop=run_crop(run),
                            prompts_per_image=run.top_k, top_k=top_k, assets=[names_path, info_path])
     tf.saved_model.save(module, export_dir, signatures=module.signatures())
-  return export_dir
 
 
 def verify(run: LoadedRun, export_dir: str, *, batch: int = 4, seed: int = 0) -> dict[str, float]:
@@ -400,27 +530,33 @@ def run_cli(fv: flags.FlagValues, argv: Sequence[str]) -> int:
     raise app.UsageError('--model_dir and --export_dir are required.')
   if 'verbosity' in fv and not fv['verbosity'].present:
     logging.set_verbosity(logging.WARNING)
+  diffs = {}
   try:
     check_export_dir(fv.export_dir, fv.overwrite)
     run = load_run(fv.model_dir, fv.checkpoint, data_dir=fv.tfds_data_dir, manual_dir=fv.tfds_manual_dir,
                    gin_bindings=fv.gin_bindings)
     names = resolve_class_names(run.benchmark, fv.class_names, model_dir=fv.model_dir)
     print(f'Restored {run.checkpoint} ({run.model.summary_line() if hasattr(run.model, "summary_line") else ""}).')
-    export(run, fv.export_dir, class_names=names, top_k=fv.top_k, overwrite=fv.overwrite)
-  except (ExportError, gin_utils.GinConfigError) as e:
-    print(f'error: {e}', file=sys.stderr)
+    if run.complete is False:
+      print(f'warning: the run is unfinished: {run.checkpoint} has {run.tasks_done} of {run.num_tasks} tasks done '
+            f'(step {run.global_step}); exporting that state (export_info.json records it).', file=sys.stderr)
+    export(run, fv.export_dir, class_names=names, top_k=fv.top_k, overwrite=fv.overwrite,
+           verify_tolerance=1e-4 if fv.verify else None, diffs_out=diffs)
+  except (ExportError, gin_utils.GinConfigError, RuntimeError, TypeError, OSError, tf.errors.OpError) as e:
+    print(f'error: {_error_text(e)}', file=sys.stderr)
     return 2
   print(f'SavedModel written to {fv.export_dir}: {len(names)} classes, {run.image_size}px, signatures '
         f'{", ".join(SIGNATURES)}.')
-  if fv.verify:
-    diffs = verify(run, fv.export_dir)
+  if diffs:
     print('Verified: reloaded logits match the model (max |diff| ' +
           ', '.join(f'{k} {v:.2g}' for k, v in diffs.items()) + ').')
-    worst = max(diffs.values())
-    if worst > 1e-4:
-      print(f'error: the reloaded SavedModel differs from the model by {worst:.3g}.', file=sys.stderr)
-      return 1
   return 0
+
+
+def _error_text(e: BaseException) -> str:
+  lines = [l for l in str(e).splitlines() if not l.strip().startswith('In call to configurable')]
+  text = '\n'.join(lines).strip()
+  return text if isinstance(e, (ValueError, RuntimeError)) else f'{type(e).__name__}: {text}'
 
 
 def main(argv):

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import collections.abc
 import contextlib
 import hashlib
+import inspect
 import importlib.util  # pylint: disable=unused-import  (gin's resource reader uses it without importing it)
 import logging
 import os
+import typing
 from typing import Optional, Sequence
 
 import gin
+import numpy as np
 
 from l2p_tf import resources
 
@@ -134,3 +138,60 @@ def check_macros() -> None:
 def config_hash() -> str:
   """A short hash of the full parsed configuration (to tell runs of different configs apart)."""
   return hashlib.sha256(gin.config_str().encode()).hexdigest()[:16]
+
+
+class GinTypeError(ValueError):
+  """A configurable received a value of the wrong type (e.g. a number written in quotes in a gin binding)."""
+
+
+def _type_ok(value, hint) -> Optional[bool]:
+  """True / False when `hint` is a simple type this check understands (int, float, bool, str, Optional /
+  Union of them, Sequence[str]); None otherwise (not checked)."""
+  origin = typing.get_origin(hint)
+  if hint is type(None):
+    return value is None
+  if hint is bool:
+    return isinstance(value, (bool, np.bool_))
+  if hint is int:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+  if hint is float:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+  if hint is str:
+    return isinstance(value, str)
+  if origin is typing.Union:
+    results = [_type_ok(value, a) for a in typing.get_args(hint)]
+    return None if None in results else any(results)
+  if origin in (collections.abc.Sequence, list, tuple) and typing.get_args(hint)[:1] == (str,):
+    return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+  return None
+
+
+def _describe(hint) -> str:
+  if typing.get_origin(hint) is typing.Union:
+    return ' or '.join(_describe(a) for a in typing.get_args(hint))
+  if hint is type(None):
+    return 'None'
+  return getattr(hint, '__name__', None) or str(hint).replace('typing.', '')
+
+
+def check_argument_types(fn, values: dict) -> None:
+  """Checks the arguments of `fn` in `values` (e.g. `locals()` at its top) against its simple type annotations.
+
+  Gin passes a binding's value as written: `global_batch_size = '16'` arrives as a string and fails deep inside with
+  a TypeError that names neither the binding nor the fix. Checked here, it is one line naming both.
+
+  Raises:
+    GinTypeError: the first argument whose value is not of its annotated type.
+  """
+  hints = typing.get_type_hints(fn)
+  name = f'{fn.__module__.rsplit(".", 1)[-1]}.{fn.__qualname__}'
+  for param in inspect.signature(fn).parameters:
+    if param not in hints or param not in values:
+      continue
+    value = values[param]
+    ok = _type_ok(value, hints[param])
+    if ok is False:
+      hint = ('write it without quotes' if isinstance(value, str) else
+              'write it in quotes' if hints[param] is str else 'check its value')
+      raise GinTypeError(f'{name}.{param} = {value!r} is a {type(value).__name__}, but it must be '
+                         f'{_describe(hints[param])}: fix that gin binding ({hint}).')

@@ -26,6 +26,8 @@ cli.define_flags('Directory for checkpoints, summaries, config.gin and results.'
 cli.define_run_flags()
 flags.DEFINE_enum('mode', 'train', ['train', 'eval'], 'train (or resume), or re-evaluate the newest checkpoint '
                   '(with MODEL_DIR/config.gin unless --gin_file is given).')
+flags.DEFINE_bool('eval_with_changed_config', False, '--mode=eval: evaluate even though the gin bindings differ '
+                  'from the run\'s config.gin (the differences are printed; the results go to eval_results.json).')
 
 
 def main(argv):
@@ -34,7 +36,7 @@ def main(argv):
   # --mode=eval re-evaluates a run with its own operative config unless gin files are given.
   default = os.path.join(FLAGS.model_dir, 'config.gin') if FLAGS.mode == 'eval' else None
   return cli.run_configured(lambda: loop.run, 'gin_configs/experiments/quickstart.gin', default_gin_file=default,
-                            mode=FLAGS.mode)
+                            mode=FLAGS.mode, eval_with_changed_config=FLAGS.eval_with_changed_config)
 
 
 def run() -> None:

@@ -17,8 +17,15 @@ import tensorflow as tf
 def atomic_write(path: str, data, binary: bool = False) -> None:
   """Writes `data` to `path` via a temporary file in the same directory and a rename (gfile paths too)."""
   tmp = f'{path}.tmp-{os.getpid()}'
-  with tf.io.gfile.GFile(tmp, 'wb' if binary else 'w') as f:
-    f.write(data)
+  try:
+    with tf.io.gfile.GFile(tmp, 'wb' if binary else 'w') as f:
+      f.write(data)
+  except BaseException:  # A full disk: the target keeps its old content, and no half-written copy stays behind.
+    try:
+      tf.io.gfile.remove(tmp)
+    except (tf.errors.OpError, OSError):
+      pass
+    raise
   commit(tmp, path)
 
 

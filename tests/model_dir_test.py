@@ -42,13 +42,17 @@ def test_check_same_config(tmp_path):
     model_dir_lib.check_same_config(str(tmp_path), OLD.replace('SEED = 42', 'SEED = 7'))
 
 
-def test_remove_partial_files(tmp_path):
+def test_remove_partial_files(tmp_path, capsys):
   ckpt = tmp_path / 'checkpoints'
   ckpt.mkdir()
   (ckpt / 'checkpoint').write_text('model_checkpoint_path: "ckpt-3"\nall_model_checkpoint_paths: "ckpt-2"\n'
                                    'all_model_checkpoint_paths: "ckpt-3"\n')
-  keep = ['ckpt-1.index', 'ckpt-2.index', 'ckpt-2.data-00000-of-00001', 'ckpt-3.index', 'ckpt-3.data-00000-of-00001']
-  drop = ['ckpt-4.index', 'ckpt-4.data-00000-of-00001', 'ckpt-3.index.tempstate123', 'checkpoint.tmp0abc']
+  keep = ['ckpt-1.index', 'ckpt-2.index', 'ckpt-2.data-00000-of-00001', 'ckpt-3.index', 'ckpt-3.data-00000-of-00001',
+          # Complete but not yet named (a save killed before the state file): adopted, never removed.
+          'ckpt-4.index', 'ckpt-4.data-00000-of-00001']
+  # Incomplete checkpoints newer than every complete one (a shard or the index missing) and in-progress writes.
+  drop = ['ckpt-6.index', 'ckpt-6.data-00000-of-00002', 'ckpt-7.data-00000-of-00001', 'ckpt-3.index.tempstate123',
+          'checkpoint.tmp0abc']
   for name in keep + drop:
     (ckpt / name).write_text('x')
   (ckpt / 'ckpt-5_temp').mkdir()
@@ -59,6 +63,10 @@ def test_remove_partial_files(tmp_path):
   assert sorted(os.path.basename(p) for p in removed) == sorted(drop + ['ckpt-5_temp', 'results.json.tmp-4242'])
   assert sorted(os.listdir(ckpt)) == sorted(keep + ['checkpoint'])
   assert (tmp_path / 'results.json').exists()
+  assert 'ckpt-4' in capsys.readouterr().out
+  state = model_dir_lib.read_checkpoint_state(str(ckpt))
+  assert os.path.basename(state.model_checkpoint_path) == 'ckpt-4'
+  assert [os.path.basename(p) for p in state.all_model_checkpoint_paths] == ['ckpt-2', 'ckpt-3', 'ckpt-4']
 
 
 def test_lock_lifecycle(tmp_path, capsys):

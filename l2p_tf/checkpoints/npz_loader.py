@@ -90,6 +90,10 @@ def read_npz(path: str) -> dict[str, np.ndarray]:
     raise CheckpointError(
         f'Checkpoint file {path} does not exist. Set INIT_CHECKPOINT to the path of an original ViT .npz '
         '(e.g. ViT-B_16.npz from the vision_transformer imagenet21k bucket), or to "" for a random backbone.')
+  if tf.io.gfile.isdir(path):
+    raise CheckpointError(
+        f'Checkpoint file {path} is a directory. Set INIT_CHECKPOINT to the .npz file itself (e.g. '
+        f'{path.rstrip("/")}/ViT-B_16.npz), or to "" for a random backbone.')
   try:
     if '://' in path:
       with tf.io.gfile.GFile(path, 'rb') as f:
@@ -106,12 +110,33 @@ def read_npz(path: str) -> dict[str, np.ndarray]:
           'It must be a numpy .npz with the original vision_transformer key names; re-download it or check the path.')
     with np.load(source, allow_pickle=False) as data:
       return {k: _as_float_array(k, data[k]) for k in data.files}
-  except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
+  except (zipfile.BadZipFile, ValueError, OSError, EOFError, tf.errors.OpError) as e:
     if isinstance(e, CheckpointError):
       raise
     raise CheckpointError(
         f'Checkpoint file {path} is not a readable .npz archive ({type(e).__name__}: {e}). It must be a numpy .npz '
         'with the original vision_transformer key names; re-download it or check the path.') from e
+
+
+def check_finite(path: str, arrays: Mapping[str, np.ndarray], max_keys: int = 8) -> None:
+  """Refuses arrays holding NaN or Inf: a damaged or badly converted file would otherwise train into NaN losses that
+  look like a learning-rate problem.
+
+  Raises:
+    CheckpointError: naming every offending key (up to `max_keys`) with its count of non-finite values.
+  """
+  bad = []
+  for key in sorted(arrays):
+    arr = np.asarray(arrays[key], np.float32)
+    n = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+    if n:
+      bad.append(f'{key} ({n} of {arr.size})')
+  if bad:
+    shown = ', '.join(bad[:max_keys]) + (f', ... ({len(bad)} keys)' if len(bad) > max_keys else '')
+    raise CheckpointError(
+        f'Checkpoint file {path} holds NaN or Inf values in {shown}: the file is damaged or was converted wrongly. '
+        'Re-download or re-convert it (python -m l2p_tf.checkpoints.inspect_npz shows its arrays); training from it '
+        'would give NaN losses whatever the learning rate.')
 
 
 def resample_posemb(posemb: np.ndarray, new_grid: int) -> np.ndarray:
@@ -196,6 +221,7 @@ def load_vit_npz(model: vit_lib.VisionTransformer, path: str, *, strict: bool = 
       model, arrays, path=path, resample=resample)
   if strict and (missing or unexpected or mismatched):
     raise CheckpointMismatchError(path, missing, unexpected, mismatched, _variant_hint(arrays, model))
+  check_finite(path, {key: arr for key, (_, arr) in assignments.items()})
   for var, arr in assignments.values():
     var.assign(arr.astype(var.dtype.as_numpy_dtype))
   report = LoadReport(path=path, loaded=sorted(assignments), skipped=skipped, resampled=resampled,

@@ -167,12 +167,29 @@ def load_arrays(builder: tfds.core.DatasetBuilder, split: str) -> tuple[np.ndarr
       images.append(image)
       labels.append(label)
   except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+    bad = find_corrupt_record_file(builder.data_dir, builder.name, split)
     raise RuntimeError(f'dataset {builder.name!r} in {builder.data_dir} is corrupt: reading split {split!r} failed '
-                       f'({type(e).__name__}: {op_error_text(e)}). Delete {builder.data_dir} and rerun to '
-                       'prepare it again.') from None
+                       f'({type(e).__name__}: {op_error_text(e)}{f" in {bad}" if bad else ""}). Delete '
+                       f'{builder.data_dir} and rerun to prepare it again.') from None
   if not images:
     raise ValueError(f'split {split!r} of {builder.name!r} is empty')
   return np.concatenate(images).astype(np.uint8), np.concatenate(labels).astype(np.int64)
+
+
+def find_corrupt_record_file(data_dir: str, name: str, split: str) -> Optional[str]:
+  """The first tfrecord file of `split` in a prepared tfds `data_dir` that cannot be read to its end, or None."""
+  base = re.split(r'[\[+]', split)[0]
+  try:
+    files = sorted(tf.io.gfile.glob(os.path.join(data_dir, f'{name}-{base}.tfrecord*')))
+  except tf.errors.OpError:
+    return None
+  for path in files:
+    try:
+      for _ in tf.data.TFRecordDataset(path):
+        pass
+    except tf.errors.OpError:
+      return path
+  return None
 
 
 def has_split(builder: tfds.core.DatasetBuilder, split: str) -> bool:

@@ -17,6 +17,7 @@ import orbit
 import tensorflow as tf
 
 from l2p_tf.checkpoints import npz_loader
+from l2p_tf.engine import checkpoint_recovery
 from l2p_tf.engine import run_dir
 
 
@@ -64,7 +65,8 @@ class CheckpointManager(tf.train.CheckpointManager):
   * `save(force=True)` saves even when a checkpoint of this step exists, and the new one supersedes a checkpoint this
     process saved at the same step (the task-end one, once the post-evaluation one is complete): it stops counting
     towards `max_to_keep` at once, and its files are deleted after the new checkpoint is named in the state file.
-  * `restore_or_initialize` restores the newest checkpoint that loads, newest first, saying which it skipped.
+  * `restore_or_initialize` restores the newest checkpoint that loads, newest first, saying which it skipped, and
+    tells a checkpoint of another config (its advice: use the run's config) from a damaged one (`--overwrite`).
   """
 
   def __init__(self, *args, say: Callable[[str], None] = print, **kwargs):
@@ -87,20 +89,10 @@ class CheckpointManager(tf.train.CheckpointManager):
     return path
 
   def restore_or_initialize(self):
-    for path in reversed(self.checkpoints):
-      try:
-        self._checkpoint.restore(path)
-        if path != self.latest_checkpoint:
-          self._say(f'Restored {path}: the newer checkpoints could not be read.')
-        self.restored_path = path
-        return path
-      except Exception as e:  # pylint: disable=broad-except  (damaged files raise OpError, ValueError, IndexError...)
-        self._say(f'warning: checkpoint {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:200]}); '
-                  'trying the one before it.')
-    if self.checkpoints:
-      raise RuntimeError(f'No checkpoint in {self.directory} can be read ({", ".join(self.checkpoints)}). Move the '
-                         'directory aside and start afresh (--overwrite does that).')
-    return None
+    """Restores the newest checkpoint that can be read (see `checkpoint_recovery`); returns its path or None."""
+    self.restored_path, _ = checkpoint_recovery.restore_newest_readable(self._checkpoint.restore, self.checkpoints,
+                                                                       self.directory, say=self._say)
+    return self.restored_path
 
 
 def checkpoint_dir(model_dir: str, scratch_dir: Optional[str] = None) -> str:
@@ -109,8 +101,10 @@ def checkpoint_dir(model_dir: str, scratch_dir: Optional[str] = None) -> str:
 
 
 def has_checkpoint(model_dir: str) -> bool:
-  """Whether `model_dir` names a checkpoint a run would resume from (read-only look)."""
-  return tf.train.latest_checkpoint(checkpoint_dir(model_dir)) is not None
+  """Whether `model_dir` holds a checkpoint a run would resume from (read-only look; a complete `ckpt-N` counts even
+  when the state file that names it is lost, as the run recovers it)."""
+  directory = checkpoint_dir(model_dir)
+  return tf.train.latest_checkpoint(directory) is not None or bool(run_dir.complete_checkpoints(directory))
 
 
 def make_manager(*, directory: str, model, optimizer, state: RunState, max_to_keep: int, every_steps: int,

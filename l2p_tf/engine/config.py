@@ -9,7 +9,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional, Sequence, Union
 
+from l2p_tf import gin_utils
 from l2p_tf.engine import clipping
+
+
+def check_types(settings) -> None:
+  """Refuses a setting whose value is not of its annotated type (a gin binding written with or without quotes by
+  mistake), naming the binding; see `gin_utils.check_argument_types`."""
+  gin_utils.check_argument_types(type(settings), {f.name: getattr(settings, f.name)
+                                                  for f in dataclasses.fields(settings)})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +43,7 @@ class Training:
   deterministic_ops: bool = False
 
   def __post_init__(self):
+    check_types(self)
     clipping.GlobalNormClip(max_norm=self.grad_clip_norm, scope=self.grad_clip_scope)  # A bad value fails now.
 
 
@@ -53,6 +62,9 @@ class Evaluation:
   selections: Sequence[str] = ('batchwise',)
   drop_remainder: bool = False
 
+  def __post_init__(self):
+    check_types(self)
+
 
 @dataclasses.dataclass(frozen=True)
 class Cadence:
@@ -68,3 +80,6 @@ class Cadence:
   log_every_steps: int = 50
   checkpoint_every_steps: int = 500
   max_checkpoints_to_keep: int = 2
+
+  def __post_init__(self):
+    check_types(self)

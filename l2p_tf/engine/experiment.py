@@ -47,6 +47,9 @@ class Experiment:
   init_checkpoint: str = ''
   seed: int = 42
 
+  def __post_init__(self):
+    config.check_types(self)
+
 
 @dataclasses.dataclass
 class Built:

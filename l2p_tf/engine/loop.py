@@ -42,7 +42,7 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, experiment: experim
         training: config.Training = config.Training(), evaluation: config.Evaluation = config.Evaluation(),
         cadence: config.Cadence = config.Cadence(), mode: str = 'train', data_dir: Optional[str] = None,
         manual_dir: Optional[str] = None, preemption: Optional[preemption_lib.Preemption] = None,
-        overwrite: bool = False) -> dict:
+        overwrite: bool = False, eval_with_changed_config: bool = False) -> dict:
   """Trains and evaluates one continual-learning run in `model_dir` (or resumes it); returns the results dict.
 
   Args:
@@ -55,6 +55,8 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, experiment: experim
     preemption: stop request source (main installs SIGTERM / SIGINT handlers); None never stops early.
     overwrite: start afresh even if `model_dir` holds a run (of any config); the old run is moved to
       `<model_dir>.overwritten-<time>/` first. Without it, a run of a different config is refused.
+    eval_with_changed_config: mode 'eval' only: evaluate although this config differs from the run's config.gin
+      (the differences are printed); without it such an evaluation is refused.
 
   Returns:
     The results dict written to `model_dir/results.json` (`eval_results.json` in 'eval' mode).
@@ -79,9 +81,11 @@ def run(*, model_dir: str, strategy: tf.distribute.Strategy, experiment: experim
   built.build_optimizer()
   operative, config_hash = experiment_lib.operative_config()  # Every configurable has been called by now.
   chief = strategies.is_chief(strategy)
-  with run_dir.claim(model_dir, operative=operative, chief=chief, mode=mode, overwrite=overwrite, say=say) as lock:
+  with run_dir.claim(model_dir, operative=operative, chief=chief, mode=mode, overwrite=overwrite,
+                     eval_with_changed_config=eval_with_changed_config, say=say) as lock:
+    writes = chief and not (lock is not None and lock.read_only)  # A read-only run is evaluated, never written.
     loop = ContinualRun(model_dir=model_dir, built=built, evaluation=evaluation, cadence=cadence, chief=chief,
-                        preemption=preemption, wall_start=wall_start, config_hash=config_hash)
+                        writes=writes, preemption=preemption, wall_start=wall_start, config_hash=config_hash)
     if mode == 'eval' and loop.manager.latest_checkpoint is None:
       raise ValueError(f'--mode=eval needs a checkpoint, and {loop.manager.directory} has none. Train first '
                        '(--mode=train).')
@@ -95,8 +99,8 @@ class ContinualRun:
   """One run's loop over its tasks (see the module docstring); built by `run` inside the claimed model_dir."""
 
   def __init__(self, *, model_dir: str, built: experiment_lib.Built, evaluation: config.Evaluation,
-               cadence: config.Cadence, chief: bool, preemption: Optional[preemption_lib.Preemption],
-               wall_start: float, config_hash: str):
+               cadence: config.Cadence, chief: bool, writes: bool,
+               preemption: Optional[preemption_lib.Preemption], wall_start: float, config_hash: str):
     self.model_dir, self.built, self.chief, self.wall_start = model_dir, built, chief, wall_start
     self.bench, self.method, self.state, strategy = built.benchmark, built.method, built.state, built.strategy
     self.strategy, self.training = strategy, built.training
@@ -123,7 +127,7 @@ class ContinualRun:
         steps_per_loop=cadence.steps_per_loop, checkpoint_manager=self.manager,
         summary_dir=os.path.join(summary_root, 'train'), train_actions=[self.progress])
     self.evaluator = evaluator_lib.Evaluator(strategy=strategy, method=self.method, selections=evaluation.selections)
-    self.reporter = reporting.Reporter(model_dir=model_dir, chief=chief, summary_root=summary_root, built=built,
+    self.reporter = reporting.Reporter(model_dir=model_dir, chief=writes, summary_root=summary_root, built=built,
                                        run_info=self._run_info(config_hash))
     num_eval = len(self.bench.eval_names)
     self.record = reporting.EvalRecord(
