@@ -72,12 +72,15 @@ class Cadence:
 
   Attributes:
     steps_per_loop: steps between train summaries and progress checks (checkpoint cadence is a multiple of it).
-    log_every_steps: progress-line cadence.
+    log_every_steps: progress-line cadence in steps.
+    log_every_seconds: progress-line cadence in seconds (whichever of the two comes first; checked once per loop of
+      `steps_per_loop` steps).
     checkpoint_every_steps: checkpoint cadence within a task (one is also written at every task's end).
     max_checkpoints_to_keep: newest checkpoints kept.
   """
   steps_per_loop: int = 20
   log_every_steps: int = 50
+  log_every_seconds: float = 60.0
   checkpoint_every_steps: int = 500
   max_checkpoints_to_keep: int = 2
 

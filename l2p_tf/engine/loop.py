@@ -119,8 +119,9 @@ class ContinualRun:
         grad_clip_norm=self.training.grad_clip_norm, grad_clip_scope=self.training.grad_clip_scope,
         jit_compile=self.training.jit_compile,
         stop_requested=self.preemption.should_stop)
-    self.progress = reporting.ProgressAction(global_step=self.state.global_step, total_tasks=built.num_tasks,
-                                             log_every_steps=cadence.log_every_steps)
+    self.progress = reporting.ProgressAction(
+        global_step=self.state.global_step, total_tasks=built.num_tasks, log_every_steps=cadence.log_every_steps,
+        log_every_seconds=cadence.log_every_seconds, total_steps=built.task_starts[-1])
     summary_root = self.scratch or model_dir
     self.controller = orbit.Controller(  # Restores the newest readable checkpoint.
         global_step=self.state.global_step, trainer=self.trainer, strategy=strategy,
@@ -128,17 +129,12 @@ class ContinualRun:
         summary_dir=os.path.join(summary_root, 'train'), train_actions=[self.progress])
     self.evaluator = evaluator_lib.Evaluator(strategy=strategy, method=self.method, selections=evaluation.selections)
     self.reporter = reporting.Reporter(model_dir=model_dir, chief=writes, summary_root=summary_root, built=built,
-                                       run_info=self._run_info(config_hash))
+                                       run_info=reporting.run_info(built, config_hash))
     num_eval = len(self.bench.eval_names)
     self.record = reporting.EvalRecord(
         extra_matrices={s: np.full((built.num_tasks, num_eval), np.nan) for s in self.evaluator.selections[1:]})
     self.acc = self.state.accuracy_matrix.numpy().astype(np.float64)
     self._eval_datasets = {}
-
-  def _run_info(self, config_hash: str) -> dict:
-    return {'global_batch_size': self.training.global_batch_size,
-            'strategy': strategies.strategy_name(self.strategy), 'num_replicas': self.strategy.num_replicas_in_sync,
-            'seed': self.built.spec.seed, 'precision': self.built.policy_name, 'gin_config_hash': config_hash}
 
   @property
   def tasks_done(self) -> int:
@@ -187,7 +183,7 @@ class ContinualRun:
         optimizers.reset_optimizer(self.built.optimizer)
       self.method.begin_task(t)
     task = self.bench.tasks[t]
-    say(f'== Task {t + 1}/{self.built.num_tasks} ({task.name}): {len(task.classes)} classes, '
+    say(f'{reporting.stamp()} == Task {t + 1}/{self.built.num_tasks} ({task.name}): {len(task.classes)} classes, '
         f'{self.bench.num_train_examples(t)} examples, steps {step - start}/{end - start} done')
     self.trainer.train_dataset = self.strategy.distribute_datasets_from_function(
         lambda ctx: self.bench.train_dataset(t, ctx, global_batch_size=self.training.global_batch_size,
@@ -272,8 +268,11 @@ class ContinualRun:
       self.record.histograms[self.bench.eval_names[i]] = primary['prompt_histogram'].tolist()
       for s in self.evaluator.selections[1:]:
         self.record.extra_matrices[s][t, i] = res[s]['accuracy']
+      seconds = time.perf_counter() - start
+      say(f'{reporting.stamp()} eval after task {t + 1}: {self.bench.eval_names[i]} {primary["accuracy"]:.2f}% of '
+          f'{primary["count"]} images ({seconds:.1f}s)')
       logging.info('eval after task %d on %s: %.2f%% of %d (%.1fs)', t, self.bench.eval_names[i],
-                   primary['accuracy'], primary['count'], time.perf_counter() - start)
+                   primary['accuracy'], primary['count'], seconds)
     return row
 
   def evaluate_only(self) -> dict:

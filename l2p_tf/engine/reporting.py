@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import math
 import os
+import re
 import time
 from typing import Optional
 
@@ -18,6 +20,7 @@ import tensorflow as tf
 
 from l2p_tf import results as results_lib
 from l2p_tf.engine import run_dir
+from l2p_tf.engine import strategies
 
 
 def say(msg: str) -> None:
@@ -25,16 +28,33 @@ def say(msg: str) -> None:
   print(msg, flush=True)
 
 
-class ProgressAction:
-  """An orbit train action: a progress line (task, step/total, loss, accuracy, images/s, ETA) every N steps."""
+def stamp() -> str:
+  """The wall-clock time a progress line starts with (local time, to the second)."""
+  return time.strftime('%H:%M:%S')
 
-  def __init__(self, *, global_step: tf.Variable, total_tasks: int, log_every_steps: int):
+
+def _eta(seconds: float) -> str:
+  return str(datetime.timedelta(seconds=max(0, round(seconds)))) if math.isfinite(seconds) else '?'
+
+
+class ProgressAction:
+  """An orbit train action: a progress line every `log_every_steps` steps or `log_every_seconds` seconds (whichever
+  comes first, checked after every loop of `steps_per_loop` steps) and at each task's last step.
+
+  The line: time, task, step/total of the task, loss, training accuracy, images/s, the task's ETA and the whole
+  run's ETA (the steps left in this and the later tasks at the current rate; evaluations not included).
+  """
+
+  def __init__(self, *, global_step: tf.Variable, total_tasks: int, log_every_steps: int,
+               log_every_seconds: float = 60.0, total_steps: Optional[int] = None):
     self.total_tasks = total_tasks
     self.log_every_steps = max(1, log_every_steps)
+    self.log_every_seconds = log_every_seconds
+    self.total_steps = total_steps
     self.task = 0
     self.task_name = ''
     self.start_step = self.end_step = 0
-    self._t0 = time.perf_counter()
+    self._t0 = self._last_time = time.perf_counter()
     self._s0 = 0
     self._last_logged = -1
     self.global_step = global_step
@@ -42,22 +62,27 @@ class ProgressAction:
   def begin_task(self, task: int, name: str, start_step: int, end_step: int, current_step: int):
     self.task, self.task_name = task, name
     self.start_step, self.end_step = start_step, end_step
-    self._t0, self._s0 = time.perf_counter(), current_step
+    self._t0 = self._last_time = time.perf_counter()
+    self._s0 = current_step
     self._last_logged = current_step
 
   def __call__(self, output):
-    step = int(self.global_step.numpy())
+    step, now = int(self.global_step.numpy()), time.perf_counter()
     done = step >= self.end_step
-    if not done and step - self._last_logged < self.log_every_steps:
+    due = step - self._last_logged >= self.log_every_steps or (
+        self.log_every_seconds and now - self._last_time >= self.log_every_seconds)
+    if not (done or due):
       return
-    self._last_logged = step
+    self._last_logged, self._last_time = step, now
     total = self.end_step - self.start_step
-    rate = (step - self._s0) / max(time.perf_counter() - self._t0, 1e-9)
-    eta = datetime.timedelta(seconds=round((self.end_step - step) / rate)) if rate > 0 else '?'
-    say(f'[task {self.task + 1}/{self.total_tasks} {self.task_name}] step {step - self.start_step}/{total} '
+    rate = (step - self._s0) / max(now - self._t0, 1e-9)
+    task_eta = _eta((self.end_step - step) / rate if rate > 0 else math.inf)
+    run_left = (self.total_steps - step) if self.total_steps is not None else self.end_step - step
+    run_eta = _eta(run_left / rate if rate > 0 else math.inf)
+    say(f'{stamp()} [task {self.task + 1}/{self.total_tasks} {self.task_name}] step {step - self.start_step}/{total} '
         f'({100.0 * (step - self.start_step) / max(total, 1):.0f}%)  loss {float(output["loss"]):.4f}  '
         f'train_acc {float(output["train_accuracy"]):.2f}%  {float(output["images_per_second"]):.0f} img/s  '
-        f'ETA {eta}')
+        f'ETA task {task_eta}, run {run_eta}')
 
 
 @dataclasses.dataclass
@@ -87,6 +112,8 @@ class Reporter:
     self.names = self.bench.matrix_names()
     self.eval_writer = tf.summary.create_file_writer(os.path.join(summary_root, 'eval')) if chief else (
         tf.summary.create_noop_writer())
+    self.task_writer = tf.summary.create_file_writer(os.path.join(summary_root, 'eval_by_task')) if chief else (
+        tf.summary.create_noop_writer())
 
   def write_run_files(self, operative: str, mode: str, step: int) -> None:
     """config.gin (once per run: a resume keeps the stored config it was checked against) and class_names.txt."""
@@ -98,6 +125,8 @@ class Reporter:
       results_lib.atomic_write(config_path, operative)
       with self.eval_writer.as_default():
         tf.summary.text('gin/operative_config', '```\n' + operative + '\n```', step=step)
+      self.summarize_run({**config_hparams(operative), 'method': self.built.method.name,
+                          'benchmark': self.bench.name}, step)
     try:  # For l2p_tf.export: class names without reaching for the data again.
       results_lib.atomic_write(os.path.join(self.model_dir, 'class_names.txt'),
                                ''.join(f'{c}\n' for c in self.bench.class_names))
@@ -140,20 +169,87 @@ class Reporter:
 
   def summarize_task(self, t: int, acc: np.ndarray, res: dict, usage: Optional[np.ndarray], record: EvalRecord,
                      png: Optional[bytes], step: int) -> None:
-    """TensorBoard `eval/` after task t: per-task accuracies, the metrics, prompt usage, the matrix image."""
+    """TensorBoard after task t, in two runs with the same tags: `eval/` against the global step and `eval_by_task/`
+    against the number of tasks done (so runs of different lengths compare task by task). Tags are grouped:
+    `accuracy/task_<i>`, `metrics/<avg_acc|forgetting|backward|learning_acc|avg_acc_<selection>>`,
+    `prompt_usage/task_<t>` (a histogram with one integer bin per prompt id) and `accuracy_matrix` (an image)."""
     if not self.chief:
       return
+    scalars = {f'accuracy/task_{i}': acc[t, i] for i in self.bench.eval_ids_after(t)}
+    scalars.update({f'metrics/{k}': res[k][-1] for k in ('avg_acc', 'forgetting', 'backward', 'learning_acc')
+                    if res.get(k) and res[k][-1] is not None})
+    scalars.update({f'metrics/avg_acc_{s}': float(np.nanmean(m[t])) for s, m in record.extra_matrices.items()})
+    for writer, x in ((self.eval_writer, step), (self.task_writer, t + 1)):
+      with writer.as_default():
+        for tag, value in scalars.items():
+          tf.summary.scalar(tag, value, step=x)
+        if usage is not None:
+          integer_histogram(f'prompt_usage/task_{t}', usage[t], step=x)
+        if png is not None:
+          tf.summary.image('accuracy_matrix', tf.image.decode_png(png)[None], step=x)
+      writer.flush()
+
+  def summarize_run(self, hparams: dict, step: int) -> None:
+    """Once per run: an hparams summary (the operative config's simple values, to compare runs in TensorBoard's
+    HParams dashboard) and a custom-scalars layout (per-task accuracy, the metrics, and the names the original L2P
+    documents: `accuracy_<i>`, `avg_acc`, `forgetting`)."""
+    if not self.chief:
+      return
+    from tensorboard.plugins.custom_scalar import summary as custom_scalar  # pylint: disable=g-import-not-at-top
+    from tensorboard.plugins.hparams import api as hp  # pylint: disable=g-import-not-at-top
     with self.eval_writer.as_default():
-      for i in self.bench.eval_ids_after(t):
-        tf.summary.scalar(f'accuracy_{i}', acc[t, i], step=step)
-      for k in ('avg_acc', 'forgetting', 'backward', 'learning_acc'):
-        if res.get(k) and res[k][-1] is not None:
-          tf.summary.scalar(k, res[k][-1], step=step)
-      for s, m in record.extra_matrices.items():
-        tf.summary.scalar(f'avg_acc_{s}', float(np.nanmean(m[t])), step=step)
-      if usage is not None:
-        ids = np.repeat(np.arange(usage.shape[1]), usage[t].astype(np.int64))
-        tf.summary.histogram(f'prompt_usage/task_{t}', ids.astype(np.float32), step=step, buckets=usage.shape[1])
-      if png is not None:
-        tf.summary.image('accuracy_matrix', tf.image.decode_png(png)[None], step=step)
+      hp.hparams(hparams)
+      tf.summary.experimental.write_raw_pb(custom_scalar.pb(self._layout()).SerializeToString(), step=step)
     self.eval_writer.flush()
+
+  def _layout(self):
+    from tensorboard.plugins.custom_scalar import layout_pb2  # pylint: disable=g-import-not-at-top
+
+    def chart(title, regex):
+      return layout_pb2.Chart(title=title, multiline=layout_pb2.MultilineChartContent(tag=[regex]))
+
+    n = len(self.bench.eval_names)
+    return layout_pb2.Layout(category=[
+        layout_pb2.Category(title='accuracy per task', chart=[chart('accuracy per task', r'accuracy/task_\d+')]),
+        layout_pb2.Category(title='continual metrics', chart=[chart(k, rf'metrics/{k}$') for k in (
+            'avg_acc', 'forgetting', 'backward', 'learning_acc')]),
+        layout_pb2.Category(title='original L2P names', closed=True, chart=(
+            [chart(f'accuracy_{i}', rf'accuracy/task_{i}$') for i in range(n)]
+            + [chart('avg_acc', r'metrics/avg_acc$'), chart('forgetting', r'metrics/forgetting$')])),
+    ])
+
+
+def run_info(built, config_hash: str) -> dict:
+  """The constant entries of a run's results dict: batch, strategy, replicas, seed, precision, config hash."""
+  strategy = built.strategy
+  return {'global_batch_size': built.training.global_batch_size, 'strategy': strategies.strategy_name(strategy),
+          'num_replicas': strategy.num_replicas_in_sync, 'seed': built.spec.seed, 'precision': built.policy_name,
+          'gin_config_hash': config_hash}
+
+
+def integer_histogram(tag: str, counts: np.ndarray, step: int) -> None:
+  """A TensorBoard histogram with one bin [i - 0.5, i + 0.5) per integer i (prompt ids), holding `counts[i]`."""
+  from tensorboard.plugins.histogram import metadata as histogram_metadata  # pylint: disable=g-import-not-at-top
+  ids = np.arange(len(counts), dtype=np.float64)
+  buckets = np.stack([ids - 0.5, ids + 0.5, np.asarray(counts, np.float64)], axis=1)
+  tf.summary.write(tag, tf.constant(buckets), step=step,
+                   metadata=histogram_metadata.create_summary_metadata(display_name=tag, description=''))
+
+
+def config_hparams(operative: str, limit: int = 100) -> dict:
+  """The operative gin config's simple values (numbers, booleans, short strings; macros included), by binding name."""
+  out = {}
+  for name, value in run_dir.statements(operative).items():
+    if len(out) >= limit:
+      break
+    if value in ('True', 'False'):
+      out[name] = value == 'True'
+      continue
+    try:
+      out[name] = int(value) if re.fullmatch(r'-?\d+', value) else float(value)
+      continue
+    except ValueError:
+      pass
+    if re.fullmatch(r"'[^']{0,60}'", value):
+      out[name] = value[1:-1]
+  return out

@@ -264,7 +264,7 @@ class ModelDirLock:
     self.release_and_tidy()
 
 
-def _statements(config: str) -> dict[str, str]:
+def statements(config: str) -> dict[str, str]:
   """`name = value` statements of an operative gin config (multi-line values joined), keyed by name."""
   out, name = {}, None
   for line in config.splitlines():
@@ -294,7 +294,7 @@ def config_differences(old: str, new: str, ignore_groups=IGNORED_GROUPS) -> list
   one side only is a parameter that a code update added or removed (a changed choice of configurable shows up as
   the differing binding that names it); such names are not differences.
   """
-  a, b = _statements(old), _statements(new)
+  a, b = statements(old), statements(new)
   lines = []
   for name in sorted(set(a) & set(b)):
     if _group(name) not in ignore_groups and a[name] != b[name]:
