@@ -98,8 +98,8 @@ def gin_configured(get_target: Callable[[], Callable], example_gin_file: str,
   except (gin_utils.GinConfigError, ValueError, RuntimeError) as e:
     hint = ''
     if '%gin.REQUIRED' in str(e):
-      hint = (f' The gin files must describe a whole run: start from an experiment (e.g. {example_gin_file}), which '
-              'includes base.gin and sets it.')
+      hint = (f' Bind it in a --gin_file or with --gin_bindings; an experiment file (e.g. {example_gin_file}) '
+              'includes base.gin and sets every part a run needs.')
     print(f'error: {e}{hint}', file=sys.stderr)
     return None
   return configured

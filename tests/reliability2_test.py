@@ -426,8 +426,8 @@ def test_required_binding_left_unset(capsys, tmp_path):
                   'experiment.Experiment.init_checkpoint = %gin.REQUIRED\n')
   model_dir = tmp_path / 'run'
   code, err, out = run_main(capsys, [f'--model_dir={model_dir}', f'--gin_file={mine}'])
-  assert_one_error(code, err, 'error: Gin config: run.init_checkpoint set to `%gin.REQUIRED` but not subsequently '
-                   'overridden. Bind it in a --gin_file or with --gin_bindings.')
+  assert_one_error(code, err, 'error: Experiment.init_checkpoint set to `%gin.REQUIRED` but not subsequently '
+                   'overridden. Bind it in a --gin_file or with --gin_bindings')
   assert not model_dir.exists()
 
 
