@@ -81,7 +81,13 @@ def strategy_from_flags():
     strategies.StrategyError: the devices asked for are not there, or fail the check.
   """
   from l2p_tf import strategies  # pylint: disable=g-import-not-at-top
-  strategy = strategies.make_strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.num_gpus)
+  from l2p_tf import watchdog  # pylint: disable=g-import-not-at-top
+  # Building a multi-worker or TPU strategy connects to its peers (and waits for them, holding the interpreter lock).
+  with watchdog.phase(f'starting --strategy={FLAGS.strategy}', FLAGS.device_timeout_s,
+                      'its devices or peers do not answer: for multi-worker runs, start every worker of TF_CONFIG '
+                      '(they wait for each other) and check the addresses; for --strategy=tpu, check --tpu; or raise '
+                      '--device_timeout_s.'):
+    strategy = strategies.make_strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.num_gpus)
   strategies.check_devices(strategy, FLAGS.device_timeout_s)
   return strategy
 

@@ -10,6 +10,7 @@ command resumes from the newest checkpoint in --model_dir. Exit codes: 0 done; 2
 `error:` line on stderr, see docs/errors.md); 75 preempted by SIGTERM / SIGINT (checkpoint written; rerun to resume).
 """
 
+import signal
 import sys
 
 from absl import app
@@ -43,6 +44,10 @@ def main(argv):
   guard.guard(preemption)
   try:
     strategy = cli.strategy_from_flags()
+    # A multi-worker strategy's coordination service installs TensorFlow's own SIGTERM handler, which takes the
+    # signal away from Python: put the Python handlers (and with them the wake-up socket) back in place.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      signal.signal(sig, signal.getsignal(sig))
     logging.info('Strategy %s with %d replicas.', type(strategy).__name__, strategy.num_replicas_in_sync)
     run(model_dir=FLAGS.model_dir, strategy=strategy, mode=FLAGS.mode, data_dir=FLAGS.tfds_data_dir,
         manual_dir=FLAGS.tfds_manual_dir, preemption=preemption, overwrite=FLAGS.overwrite,
