@@ -425,7 +425,8 @@ def test_disk_full_on_a_real_small_file_system(runs, tmp_path, capsys):
 
 def test_directory_as_init_checkpoint(capsys, tmp_path):
   model_dir = tmp_path / 'run'
-  code, err, out = run_main(capsys, [f'--model_dir={model_dir}', *TINY, f'--gin_bindings=INIT_CHECKPOINT = "{tmp_path}"'])
+  code, err, out = run_main(capsys, [f'--model_dir={model_dir}', *TINY,
+                                     f'--gin_bindings=INIT_CHECKPOINT = "{tmp_path}"'])
   assert_one_error(code, err, f'error: Checkpoint file {tmp_path} is a directory. Set INIT_CHECKPOINT to the .npz file '
                    'itself')
   assert not model_dir.exists()
