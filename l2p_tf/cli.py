@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
 from typing import Callable, Optional
 
@@ -98,8 +99,8 @@ def gin_configured(get_target: Callable[[], Callable], example_gin_file: str,
   except (gin_utils.GinConfigError, ValueError, RuntimeError) as e:
     hint = ''
     if '%gin.REQUIRED' in str(e):
-      hint = (f' The gin files must describe a whole run: start from an experiment (e.g. {example_gin_file}), which '
-              'includes base.gin and sets it.')
+      hint = (f' Bind it in a --gin_file or with --gin_bindings; an experiment file (e.g. {example_gin_file}) '
+              'includes base.gin and sets every part a run needs.')
     print(f'error: {e}{hint}', file=sys.stderr)
     return None
   return configured
@@ -127,7 +128,13 @@ def strategy_from_flags():
     strategies.StrategyError: the devices asked for are not there, or fail the check.
   """
   from l2p_tf.engine import strategies  # pylint: disable=g-import-not-at-top
-  strategy = strategies.make_strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.num_gpus)
+  from l2p_tf.engine import watchdog  # pylint: disable=g-import-not-at-top
+  # Building a multi-worker or TPU strategy connects to its peers (and waits for them, holding the interpreter lock).
+  with watchdog.phase(f'starting --strategy={FLAGS.strategy}', FLAGS.device_timeout_s,
+                      'its devices or peers do not answer: for multi-worker runs, start every worker of TF_CONFIG '
+                      '(they wait for each other) and check the addresses; for --strategy=tpu, check --tpu; or raise '
+                      '--device_timeout_s.'):
+    strategy = strategies.make_strategy(FLAGS.strategy, FLAGS.tpu, FLAGS.num_gpus)
   strategies.check_devices(strategy, FLAGS.device_timeout_s)
   return strategy
 
@@ -193,6 +200,10 @@ def run_configured(get_target: Callable[[], Callable], example_gin_file: str, de
   guard.guard(preemption)
   try:
     strategy = strategy_from_flags()  # Inside: missing devices / no TPU are one error line.
+    # A multi-worker strategy's coordination service installs TensorFlow's own SIGTERM handler, which takes the
+    # signal away from Python: put the Python handlers (and with them the wake-up socket) back in place.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      signal.signal(sig, signal.getsignal(sig))
     logging.info('Strategy %s with %d replicas.', type(strategy).__name__, strategy.num_replicas_in_sync)
     run(model_dir=FLAGS.model_dir, strategy=strategy, data_dir=FLAGS.tfds_data_dir, manual_dir=FLAGS.tfds_manual_dir,
         preemption=preemption, overwrite=FLAGS.overwrite, **kwargs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections.abc
 import contextlib
+import dataclasses
 import hashlib
 import inspect
 import importlib.util  # pylint: disable=unused-import  (gin's resource reader uses it without importing it)
@@ -183,7 +184,8 @@ def check_argument_types(fn, values: dict) -> None:
   Raises:
     GinTypeError: the first argument whose value is not of its annotated type.
   """
-  hints = typing.get_type_hints(fn)
+  # A plain class: its constructor's annotations (a dataclass has them on the class).
+  hints = typing.get_type_hints(fn.__init__ if inspect.isclass(fn) and not dataclasses.is_dataclass(fn) else fn)
   name = f'{fn.__module__.rsplit(".", 1)[-1]}.{fn.__qualname__}'
   for param in inspect.signature(fn).parameters:
     if param not in hints or param not in values:

@@ -180,6 +180,7 @@ def test_corrupt_tfrecord(capsys, model_dir, tmp_path):
 def test_task_mask_larger_than_the_pool(capsys, model_dir):
   before = snapshot(model_dir)
   code, err, out = run_main(capsys, [f'--model_dir={model_dir}', *TINY, '--gin_bindings=TOP_K = 6',
+                                "--gin_bindings=prompt_pool.PromptPool.diversity = 'task_mask'",
                                 "--gin_bindings=prompt_pool.PromptPool.task_mask_overflow = 'error'"])
   assert_one_error(code, err, 'pool_size=10, top_k=6, num_tasks=2 (12 prompts)', 'Use POOL_SIZE >= 12',
                    "diversity='frequency' or 'none'", "task_mask_overflow='free'")

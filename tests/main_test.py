@@ -58,7 +58,7 @@ def test_required_settings_left_unset_are_one_error_line(tmp_path):
   assert p.returncode == 2
   [line] = [l for l in p.stderr.splitlines() if l.startswith('error: ')]
   assert 'set to `%gin.REQUIRED` but not subsequently overridden' in line
-  assert 'run.benchmark set to' in line and 'start from an experiment' in line
+  assert 'Experiment.benchmark set to' in line and 'an experiment file' in line
   assert not model_dir.exists()
 
 

@@ -15,6 +15,7 @@ import os
 import pickle
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -56,6 +57,12 @@ def _phase_command(phase, model_dir, tfds_dir, *extra):
           f'--tfds_data_dir={tfds_dir}', f'--stop_grace_s={GRACE_S}', *extra]
 
 
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
 # name -> (phase, extra flags, send SIGTERM when the phase is reached)
 PROCS = {
     'devices_deadline': ('devices', ['--device_timeout_s=5'], False),
@@ -63,6 +70,9 @@ PROCS = {
     'data_sigterm': ('data', [], True),
     'compile_sigterm': ('compile', [], True),
     'evaluation_sigterm': ('evaluation', [], True),
+    # Worker 0 of two; worker 1 never starts. MultiWorkerMirroredStrategy's constructor waits for it holding the
+    # interpreter lock, so only the helper process can end it.
+    'peer_missing': ('none', ['--strategy=multi_worker_mirrored', '--device_timeout_s=5'], False),
 }
 
 
@@ -75,8 +85,12 @@ def procs(tmp_path_factory):
   started = {}
   for name, (phase, extra, _) in PROCS.items():
     out, err = open(root / f'{name}.out', 'w+'), open(root / f'{name}.err', 'w+')
+    env = dict(os.environ)
+    if 'multi_worker_mirrored' in ' '.join(extra):
+      env['TF_CONFIG'] = json.dumps({'cluster': {'worker': [f'localhost:{_free_port()}' for _ in range(2)]},
+                                     'task': {'type': 'worker', 'index': 0}})
     p = subprocess.Popen(_phase_command(phase, root / name, tfds_dir, *extra), cwd=test_util.REPO_ROOT,
-                         stdout=out, stderr=err, text=True)
+                         stdout=out, stderr=err, text=True, env=env)
     started[name] = (p, out, err)
   signalled, exited, deadline = {}, {}, time.monotonic() + 400
   while time.monotonic() < deadline and any(p.poll() is None for p, _, _ in started.values()):
@@ -243,6 +257,16 @@ def test_hung_device_check_ends_with_one_error_line(procs):
   assert not model_dir.exists()
 
 
+def test_missing_multi_worker_peer_ends_with_one_error_line(procs):
+  code, out, err, _, model_dir = procs['peer_missing']
+  assert code == -signal.SIGKILL, f'rc={code}\n{err[-3000:]}'  # Killed by the helper: nothing in-process could run.
+  lines = [l for l in err.splitlines() if l.startswith('error: ')]
+  assert len(lines) == 1, err[-3000:]
+  assert lines[0].startswith('error: starting --strategy=multi_worker_mirrored did not finish within 5 s (stuck in a '
+                             'call that holds the interpreter lock; killed): its devices or peers do not answer')
+  assert 'Traceback' not in err and not model_dir.exists()
+
+
 @pytest.mark.parametrize('name', ['devices_sigterm', 'data_sigterm', 'compile_sigterm', 'evaluation_sigterm'])
 def test_sigterm_in_a_phase_that_cannot_poll_exits_75_within_the_grace(procs, name):
   code, out, err, seconds, model_dir = procs[name]
@@ -401,7 +425,8 @@ def test_disk_full_on_a_real_small_file_system(runs, tmp_path, capsys):
 
 def test_directory_as_init_checkpoint(capsys, tmp_path):
   model_dir = tmp_path / 'run'
-  code, err, out = run_main(capsys, [f'--model_dir={model_dir}', *TINY, f'--gin_bindings=INIT_CHECKPOINT = "{tmp_path}"'])
+  code, err, out = run_main(capsys, [f'--model_dir={model_dir}', *TINY,
+                                     f'--gin_bindings=INIT_CHECKPOINT = "{tmp_path}"'])
   assert_one_error(code, err, f'error: Checkpoint file {tmp_path} is a directory. Set INIT_CHECKPOINT to the .npz file '
                    'itself')
   assert not model_dir.exists()
@@ -426,8 +451,8 @@ def test_required_binding_left_unset(capsys, tmp_path):
                   'experiment.Experiment.init_checkpoint = %gin.REQUIRED\n')
   model_dir = tmp_path / 'run'
   code, err, out = run_main(capsys, [f'--model_dir={model_dir}', f'--gin_file={mine}'])
-  assert_one_error(code, err, 'error: Gin config: run.init_checkpoint set to `%gin.REQUIRED` but not subsequently '
-                   'overridden. Bind it in a --gin_file or with --gin_bindings.')
+  assert_one_error(code, err, 'error: Experiment.init_checkpoint set to `%gin.REQUIRED` but not subsequently '
+                   'overridden. Bind it in a --gin_file or with --gin_bindings')
   assert not model_dir.exists()
 
 

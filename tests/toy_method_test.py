@@ -61,7 +61,7 @@ def test_toy_method_trains_resumes_evaluates_and_exports(tmp_path, capsys):
   loaded = tf.saved_model.load(export_dir)
   images = np.random.default_rng(0).integers(0, 256, size=(3, 32, 32, 3), dtype=np.uint8)
   served = loaded.signatures['serving_default'](images=tf.constant(images))
-  x = export_lib.preprocess_batch(tf.constant(images), 32)
+  x = export_lib.preprocess_batch(tf.constant(images), 32, export_lib.run_crop(run))
   np.testing.assert_allclose(served['logits'].numpy(), run.method.predict(x)['logits'].numpy(), atol=1e-5)
   assert served['selected_prompts'].shape == (3, 0)
   assert os.path.exists(os.path.join(export_dir, 'assets', 'class_names.txt'))

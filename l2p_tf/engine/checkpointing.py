@@ -103,8 +103,7 @@ def checkpoint_dir(model_dir: str, scratch_dir: Optional[str] = None) -> str:
 def has_checkpoint(model_dir: str) -> bool:
   """Whether `model_dir` holds a checkpoint a run would resume from (read-only look; a complete `ckpt-N` counts even
   when the state file that names it is lost, as the run recovers it)."""
-  directory = checkpoint_dir(model_dir)
-  return tf.train.latest_checkpoint(directory) is not None or bool(run_dir.complete_checkpoints(directory))
+  return bool(run_dir.complete_checkpoints(checkpoint_dir(model_dir)))
 
 
 def make_manager(*, directory: str, model, optimizer, state: RunState, max_to_keep: int, every_steps: int,

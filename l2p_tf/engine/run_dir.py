@@ -533,8 +533,8 @@ def remove_partial_files(model_dir: str, ckpt_dir: str) -> list[str]:
   Removed: `ckpt-N_temp/` (shards not yet merged), `*.tempstate*` (a merge's index in progress), `checkpoint.tmp*`
   (the state file's atomic write in progress), results temporaries `*.tmp-<pid>`, and the files of an incomplete
   checkpoint (no index, or a data shard missing) newer than every complete one and not named in the state file. A
-  complete checkpoint is never removed: one the state file does not name is adopted first (`recover_checkpoint_state`), and older unnamed ones
-  (left when a retention delete was cut short) are left alone.
+  complete checkpoint is never removed: one the state file does not name is adopted first
+  (`recover_checkpoint_state`), and older unnamed ones (left when a retention delete was cut short) are left alone.
   """
   removed = []
   recover_checkpoint_state(ckpt_dir, say=lambda line: print(line, flush=True))

@@ -15,6 +15,13 @@ threads, so they act whatever the main thread is doing:
 A forced exit is like a hard kill for what is on disk (a run's files are always written atomically, see
 docs/errors.md), but first runs the callbacks registered with `at_forced_exit` (the run directory's lock is released
 that way), so the next run starts without taking over a stale lock.
+
+Some C++ calls block while holding Python's interpreter lock (MultiWorkerMirroredStrategy's start-up waiting for a
+worker that never comes up): then no thread of this process can run at all. A small helper process (`_Backstop`,
+plain Python without TensorFlow) therefore watches the same deadlines from outside, `BACKSTOP_S` seconds later: it
+receives the signals itself (the wake-up socket is its), and if the process has still not ended, it prints the
+`error:` / `preempted:` line and kills the process (SIGKILL: the exit status is then "killed", 137 in a shell; the
+stale lock is taken over by the next run).
 """
 
 from __future__ import annotations
@@ -30,6 +37,102 @@ from typing import Callable, Optional
 
 PREEMPTED_EXIT_CODE = 75
 ERROR_EXIT_CODE = 2
+BACKSTOP_S = 5.0  # The helper process acts this long after a deadline the process itself did not act on.
+
+_BACKSTOP_SOURCE = r"""
+import os, select, signal, sys, time
+parent, wake_fd, notify_fd, grace = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+  signal.signal(sig, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; only the parent ends this one.
+armed, buf, fds = {}, b'', [0] + ([wake_fd] if wake_fd >= 0 else [])
+while True:
+  deadlines = [d for d, _ in armed.values()]
+  wait = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+  ready = select.select(fds, [], [], wait)[0]
+  if 0 in ready:
+    data = os.read(0, 65536)
+    if not data:
+      sys.exit(0)  # The parent ended (or closed the pipe).
+    buf += data
+    while b'\n' in buf:
+      line, buf = buf.split(b'\n', 1)
+      cmd, _, rest = line.decode('utf-8', 'replace').partition(' ')
+      if cmd == 'arm':
+        key, seconds, message = rest.split(' ', 2)
+        armed[key] = (time.monotonic() + float(seconds), message)
+      elif cmd == 'disarm':
+        armed.pop(rest, None)
+  if wake_fd in ready:
+    data = os.read(wake_fd, 64)
+    if notify_fd >= 0:
+      try:
+        os.write(notify_fd, data)
+      except OSError:
+        pass
+    for b in data:
+      if b in (signal.SIGTERM, signal.SIGINT) and 'signal' not in armed:
+        name = signal.Signals(b).name
+        armed['signal'] = (time.monotonic() + grace, (
+            f'preempted: {name} received while the run was stuck in a call that holds the interpreter lock; it was '
+            f'killed after {grace:.0f} s without writing a new checkpoint (the newest checkpoint in --model_dir is '
+            'intact). Rerun the same command to resume.'))
+  now = time.monotonic()
+  for key, (deadline, message) in list(armed.items()):
+    if deadline <= now:
+      try:
+        os.kill(parent, 0)
+      except OSError:
+        sys.exit(0)
+      os.write(2, (message + '\n').encode('utf-8', 'replace'))
+      os.kill(parent, signal.SIGKILL)
+      sys.exit(0)
+"""
+
+
+class _Backstop:
+  """The helper process of the module docstring (one per process, started on first use)."""
+
+  _instance: Optional['_Backstop'] = None
+  _lock = threading.RLock()
+
+  def __init__(self, wake_fd: int = -1, notify_fd: int = -1, grace_s: float = 0.0):
+    import subprocess  # pylint: disable=g-import-not-at-top
+    fds = tuple(fd for fd in (wake_fd, notify_fd) if fd >= 0)
+    self.proc = subprocess.Popen(
+        [sys.executable, '-S', '-c', _BACKSTOP_SOURCE, str(os.getpid()), str(wake_fd), str(notify_fd),
+         str(grace_s + BACKSTOP_S)], stdin=subprocess.PIPE, pass_fds=fds, close_fds=True)
+    self._write_lock = threading.Lock()
+
+  @classmethod
+  def get(cls) -> Optional['_Backstop']:
+    with cls._lock:
+      if cls._instance is None or cls._instance.proc.poll() is not None:
+        try:
+          cls._instance = cls()
+        except OSError:
+          return None
+      return cls._instance
+
+  def send(self, line: str) -> None:
+    with self._write_lock:
+      try:
+        self.proc.stdin.write((line.replace('\n', ' ') + '\n').encode('utf-8', 'replace'))
+        self.proc.stdin.flush()
+      except (OSError, ValueError):
+        pass
+
+  def close(self) -> None:
+    try:
+      self.proc.stdin.close()
+    except OSError:
+      pass
+    try:
+      self.proc.wait(timeout=5)
+    except Exception:  # pylint: disable=broad-except
+      self.proc.kill()
+    with _Backstop._lock:
+      if _Backstop._instance is self:
+        _Backstop._instance = None
 
 _cleanups: list[Callable[[], None]] = []
 _cleanups_lock = threading.Lock()
@@ -96,12 +199,19 @@ def phase(name: str, timeout_s: Optional[float], advice: str):
       forced_exit(ERROR_EXIT_CODE, f'error: {name} did not finish within {timeout_s:.0f} s (stuck in '
                                    f'{main_thread_location()}): {advice}')
 
+  key = f'phase-{id(done)}'
+  backstop = _Backstop.get()
+  if backstop is not None:
+    backstop.send(f'arm {key} {timeout_s + BACKSTOP_S} error: {name} did not finish within {timeout_s:.0f} s (stuck '
+                  f'in a call that holds the interpreter lock; killed): {advice}')
   thread = threading.Thread(target=watch, name=f'watchdog: {name}', daemon=True)
   thread.start()
   try:
     yield
   finally:
     done.set()
+    if backstop is not None:
+      backstop.send(f'disarm {key}')
 
 
 class SignalWatchdog:
@@ -117,6 +227,7 @@ class SignalWatchdog:
     self._signalled = threading.Event()
     self._reader: Optional[socket.socket] = None
     self._writer: Optional[socket.socket] = None
+    self._backstop: Optional[_Backstop] = None
     self._previous_fd = None
     self._thread: Optional[threading.Thread] = None
     self.signal_name: Optional[str] = None
@@ -125,9 +236,23 @@ class SignalWatchdog:
     """Starts watching (main thread only; elsewhere it does nothing). Needs Python handlers for the signals."""
     if threading.current_thread() is not threading.main_thread():
       return self
-    self._reader, self._writer = socket.socketpair()
+    # wake: the C-level handler writes the signal number; notify: the helper passes it on to this process's thread.
+    wake_read, self._writer = socket.socketpair()
+    self._reader, notify_write = socket.socketpair()
     self._reader.setblocking(True)
     self._writer.setblocking(False)
+    try:
+      with _Backstop._lock:  # pylint: disable=protected-access
+        if _Backstop._instance is not None:  # pylint: disable=protected-access
+          _Backstop._instance.close()  # pylint: disable=protected-access
+        self._backstop = _Backstop._instance = _Backstop(  # pylint: disable=protected-access
+            wake_read.fileno(), notify_write.fileno(), self.grace_s)
+      wake_read.close()
+      notify_write.close()
+    except OSError:  # No helper process: this process reads the wake-up socket itself.
+      self._reader.close()
+      notify_write.close()
+      self._reader = wake_read
     self._previous_fd = signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
     self._thread = threading.Thread(target=self._watch, name='watchdog: signals', daemon=True)
     self._thread.start()
@@ -145,9 +270,14 @@ class SignalWatchdog:
     self._reader.close()
     self._writer.close()
     self._reader = self._writer = None
+    if self._backstop is not None:
+      self._backstop.close()
+      self._backstop = None
 
   def acted(self) -> None:
     """The run has begun its orderly stop: never cut it short."""
+    if not self._acted.is_set() and self._backstop is not None:
+      self._backstop.send('disarm signal')
     self._acted.set()
 
   def guard(self, preemption):

@@ -14,6 +14,7 @@ from typing import Callable, Optional
 import numpy as np
 import tensorflow as tf
 
+from l2p_tf import gin_utils
 from l2p_tf import losses
 from l2p_tf.methods import base
 from l2p_tf.models import l2p_model
@@ -38,6 +39,7 @@ class L2P(base.Method):
   def __init__(self, *, prompt_pool: Optional[Callable] = prompt_pool_lib.PromptPool,
                model: Callable = l2p_model.L2PModel, pull_coefficient: float = 1.0, use_label_mask: bool = True):
     super().__init__()
+    gin_utils.check_argument_types(L2P, {'pull_coefficient': pull_coefficient, 'use_label_mask': use_label_mask})
     self._pool_factory = prompt_pool
     self._model_factory = model
     self.pull_coefficient = pull_coefficient
