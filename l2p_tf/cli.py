@@ -220,3 +220,11 @@ def run_configured(get_target: Callable[[], Callable], example_gin_file: str, de
     guard.uninstall()
     preemption.uninstall()
   return 0
+
+
+def run_tool(define: Callable[[], None], main: Callable) -> None:
+  """The `__main__` of a command that defines its own flags (export, predict): quiet stderr, the flags, absl's app."""
+  from l2p_tf import quiet  # pylint: disable=g-import-not-at-top
+  quiet.filter_stderr()  # Drops the C++ absl logger's chatter (l2p_tf/quiet.py).
+  define()
+  app.run(main)

@@ -43,6 +43,7 @@ from absl import flags
 from absl import logging
 
 import l2p_tf  # pylint: disable=unused-import  (sets TF_USE_LEGACY_KERAS before TensorFlow is imported)
+from l2p_tf import cli  # pylint: disable=g-import-not-at-top
 
 import gin  # pylint: disable=g-import-not-at-top,g-bad-import-order
 import numpy as np  # pylint: disable=g-import-not-at-top,g-bad-import-order
@@ -564,7 +565,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  from l2p_tf import quiet  # pylint: disable=g-import-not-at-top
-  quiet.filter_stderr()  # Drops the C++ absl logger's chatter (l2p_tf/quiet.py).
-  define_flags()
-  app.run(main)
+  cli.run_tool(define_flags, main)

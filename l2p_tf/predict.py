@@ -153,7 +153,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  from l2p_tf import quiet  # pylint: disable=g-import-not-at-top
-  quiet.filter_stderr()  # Drops the C++ absl logger's chatter (l2p_tf/quiet.py).
-  define_flags()
-  app.run(main)
+  from l2p_tf import cli  # pylint: disable=g-import-not-at-top
+  cli.run_tool(define_flags, main)
