@@ -22,7 +22,7 @@ from tests.runs import one_device
 from tests.runs import run_experiment
 
 EXPERIMENTS = ['cifar100_l2p', 'cifar100_gaussian_l2p', 'five_datasets_l2p', 'domainnet_l2p', 'quickstart',
-               'cifar100_disjoint_l2p']
+               'cifar100_disjoint_l2p', 'cifar100_dualprompt']
 DOMAINNET_DUMMY = os.path.join(test_util.REPO_ROOT, 'datasets', 'domainnet', 'dummy_data')
 
 
