@@ -22,7 +22,8 @@ from tests.runs import one_device
 from tests.runs import run_experiment
 
 EXPERIMENTS = ['cifar100_l2p', 'cifar100_gaussian_l2p', 'five_datasets_l2p', 'domainnet_l2p', 'quickstart',
-               'cifar100_disjoint_l2p', 'cifar100_dualprompt', 'cifar100_coda_prompt']
+               'cifar100_disjoint_l2p', 'cifar100_dualprompt', 'cifar100_coda_prompt',
+               'cifar100_l2p_plus_plus']
 # Methods without a prompt pool (no selection histogram, no pull term).
 POOL_FREE = {'cifar100_coda_prompt'}
 DOMAINNET_DUMMY = os.path.join(test_util.REPO_ROOT, 'datasets', 'domainnet', 'dummy_data')
