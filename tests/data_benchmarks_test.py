@@ -22,6 +22,7 @@ from l2p_tf.data import sources
 from tests import test_util
 
 DOMAINNET_DUMMY = os.path.join(test_util.REPO_ROOT, 'datasets', 'domainnet', 'dummy_data')
+IMAGENET_R_DUMMY = os.path.join(test_util.REPO_ROOT, 'datasets', 'imagenet_r', 'dummy_data')
 
 
 def _collect(ds):
@@ -355,6 +356,30 @@ class DomainNetTest(tf.test.TestCase):
     labels, masks, _ = _collect(b.train_dataset(0, global_batch_size=2, seed=0))
     self.assertEqual(set(np.concatenate(labels).tolist()), {1})
     self.assertAllEqual(masks[0][0], np.isin(np.arange(345), b.tasks[0].classes))
+
+
+class SplitImagenetRTest(tf.test.TestCase):
+
+  def test_eighty_twenty_cut_of_the_one_split_and_twenty_classes_per_task(self):
+    b = benchmarks.split_imagenet_r(preprocess=pipelines.PreprocessConfig(image_size=16), data_dir=tempfile.mkdtemp(),
+                                    manual_dir=IMAGENET_R_DUMMY)
+    self.assertEqual(b.scenario, 'class_incremental')
+    self.assertEqual(b.num_classes, 200)
+    self.assertLen(b.tasks, 10)
+    self.assertEqual(b.tasks[1].classes, tuple(range(20, 40)))
+    self.assertEqual(b.class_names[0], 'n01443537')
+    # 120 dummy images (3 of each of classes 0-39): 96 train, 24 test, all in tasks 0 and 1.
+    train = [b.num_train_examples(t) for t in range(10)]
+    test = [b.num_eval_examples(t) for t in range(10)]
+    self.assertEqual((sum(train), sum(test)), (96, 24))
+    self.assertEqual(train[2:] + test[2:], [0] * 16)
+    labels, masks, images = _collect(b.train_dataset(1, global_batch_size=4, seed=0))
+    labels = np.concatenate(labels)
+    self.assertTrue(np.all((labels >= 20) & (labels < 40)))
+    self.assertAllEqual(masks[0][0], np.isin(np.arange(200), range(20, 40)))
+    self.assertEqual(images[0].shape, (4, 16, 16, 3))
+    with self.assertRaisesRegex(ValueError, 'train_fraction'):
+      benchmarks.split_imagenet_r(train_fraction=100)
 
 
 class ScenarioBehaviourTest(tf.test.TestCase):

@@ -23,10 +23,11 @@ from tests.runs import run_experiment
 
 EXPERIMENTS = ['cifar100_l2p', 'cifar100_gaussian_l2p', 'five_datasets_l2p', 'domainnet_l2p', 'quickstart',
                'cifar100_disjoint_l2p', 'cifar100_dualprompt', 'cifar100_coda_prompt',
-               'cifar100_l2p_plus_plus']
+               'cifar100_l2p_plus_plus', 'imagenet_r_dualprompt']
 # Methods without a prompt pool (no selection histogram, no pull term).
 POOL_FREE = {'cifar100_coda_prompt'}
 DOMAINNET_DUMMY = os.path.join(test_util.REPO_ROOT, 'datasets', 'domainnet', 'dummy_data')
+IMAGENET_R_DUMMY = os.path.join(test_util.REPO_ROOT, 'datasets', 'imagenet_r', 'dummy_data')
 
 
 def event_tags(directory):
@@ -44,6 +45,10 @@ def test_every_experiment_runs_with_local_tiny(tmp_path, experiment):
     # The dummy data has 2 training images per domain.
     res = run_experiment(model_dir, experiment, ['GLOBAL_BATCH_SIZE = 2', 'EPOCHS = 2'],
                          data_dir=str(tmp_path / 'tfds'), manual_dir=DOMAINNET_DUMMY)
+  elif experiment == 'imagenet_r_dualprompt':
+    # The dummy data has 3 images of each of the first 40 classes (about 48 training images per task).
+    res = run_experiment(model_dir, experiment, ['GLOBAL_BATCH_SIZE = 8'], data_dir=str(tmp_path / 'tfds'),
+                         manual_dir=IMAGENET_R_DUMMY)
   else:
     with tfds.testing.mock_data(num_examples=1000):
       res = run_experiment(model_dir, experiment, data_dir=str(tmp_path / 'tfds'))
