@@ -36,6 +36,8 @@ BENCHMARK_DATASETS = {
     'split_cifar100': ('cifar100',),
     'gaussian_cifar100': ('cifar100',),
     'domainnet': ('domainnet_continual',),
+    'split_imagenet_r': ('imagenet_r_local',),
+    'core50': ('core50_local',),
 }
 
 

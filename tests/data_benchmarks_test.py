@@ -22,6 +22,8 @@ from l2p_tf.data import sources
 from tests import test_util
 
 DOMAINNET_DUMMY = os.path.join(test_util.REPO_ROOT, 'datasets', 'domainnet', 'dummy_data')
+IMAGENET_R_DUMMY = os.path.join(test_util.REPO_ROOT, 'datasets', 'imagenet_r', 'dummy_data')
+CORE50_DUMMY = os.path.join(test_util.REPO_ROOT, 'datasets', 'core50', 'dummy_data')
 
 
 def _collect(ds):
@@ -355,6 +357,53 @@ class DomainNetTest(tf.test.TestCase):
     labels, masks, _ = _collect(b.train_dataset(0, global_batch_size=2, seed=0))
     self.assertEqual(set(np.concatenate(labels).tolist()), {1})
     self.assertAllEqual(masks[0][0], np.isin(np.arange(345), b.tasks[0].classes))
+
+
+class SplitImagenetRTest(tf.test.TestCase):
+
+  def test_eighty_twenty_cut_of_the_one_split_and_twenty_classes_per_task(self):
+    b = benchmarks.split_imagenet_r(preprocess=pipelines.PreprocessConfig(image_size=16), data_dir=tempfile.mkdtemp(),
+                                    manual_dir=IMAGENET_R_DUMMY)
+    self.assertEqual(b.scenario, 'class_incremental')
+    self.assertEqual(b.num_classes, 200)
+    self.assertLen(b.tasks, 10)
+    self.assertEqual(b.tasks[1].classes, tuple(range(20, 40)))
+    self.assertEqual(b.class_names[0], 'n01443537')
+    # 120 dummy images (3 of each of classes 0-39): 96 train, 24 test, all in tasks 0 and 1.
+    train = [b.num_train_examples(t) for t in range(10)]
+    test = [b.num_eval_examples(t) for t in range(10)]
+    self.assertEqual((sum(train), sum(test)), (96, 24))
+    self.assertEqual(train[2:] + test[2:], [0] * 16)
+    labels, masks, images = _collect(b.train_dataset(1, global_batch_size=4, seed=0))
+    labels = np.concatenate(labels)
+    self.assertTrue(np.all((labels >= 20) & (labels < 40)))
+    self.assertAllEqual(masks[0][0], np.isin(np.arange(200), range(20, 40)))
+    self.assertEqual(images[0].shape, (4, 16, 16, 3))
+    with self.assertRaisesRegex(ValueError, 'train_fraction'):
+      benchmarks.split_imagenet_r(train_fraction=100)
+
+
+class Core50Test(tf.test.TestCase):
+
+  def test_one_task_per_training_session_and_one_common_test_set(self):
+    b = benchmarks.core50(preprocess=pipelines.PreprocessConfig(image_size=16), data_dir=tempfile.mkdtemp(),
+                          manual_dir=CORE50_DUMMY, epochs=1)
+    self.assertEqual([t.name for t in b.tasks], ['s1', 's2', 's4', 's5', 's6', 's8', 's9', 's11'])
+    self.assertEqual(b.scenario, 'domain_incremental')
+    self.assertEqual(b.eval_names, ['test'])
+    self.assertEqual(b.tasks[3].classes, tuple(range(50)))
+    self.assertEqual(b.num_train_examples(0), 4)
+    self.assertEqual(b.num_eval_examples(0), 12)  # s3 + s7 + s10
+    self.assertEqual(b.eval_ids_after(5), [0])
+    labels, masks, images = _collect(b.train_dataset(1, global_batch_size=2, seed=0))
+    self.assertEqual(sorted(np.concatenate(labels).tolist()), [0, 0, 1, 1])
+    self.assertTrue(np.all(masks[0]))
+    self.assertEqual(images[0].shape, (2, 16, 16, 3))
+    acc = np.array([[50.0], [60.0]])
+    self.assertEqual(b.metric_curves(acc)['avg_acc'], [50.0, 60.0])
+    self.assertEqual(b.progress_lines(1, acc, {}), ['after task 2 (s2): accuracy on test 60.00%'])
+    with self.assertRaisesRegex(ValueError, 'both trained and tested'):
+      benchmarks.core50(train_sessions=('s1', 's3'))
 
 
 class ScenarioBehaviourTest(tf.test.TestCase):

@@ -70,6 +70,9 @@ def _assert_quiet(stderr):
     (['experiments/five_datasets_l2p.gin'], ["benchmarks.five_datasets.datasets = ('svhn_cropped',)"],
      ['svhn_cropped']),
     (['experiments/domainnet_l2p.gin'], [], ['domainnet_continual']),
+    (['experiments/imagenet_r_dualprompt.gin'], [], ['imagenet_r_local']),
+    (['experiments/core50_l2p.gin'], [], ['core50_local']),
+    (['experiments/cifar100_coda_prompt.gin'], [], ['cifar100']),
     (['pretrain/cifar100_50-99_mini.gin'], [], ['cifar100']),
 ])
 def test_datasets_come_from_the_experiments_gin_files(gin_files, bindings, expected):

@@ -22,8 +22,15 @@ from tests.runs import one_device
 from tests.runs import run_experiment
 
 EXPERIMENTS = ['cifar100_l2p', 'cifar100_gaussian_l2p', 'five_datasets_l2p', 'domainnet_l2p', 'quickstart',
-               'cifar100_disjoint_l2p']
+               'cifar100_disjoint_l2p', 'cifar100_dualprompt', 'cifar100_coda_prompt',
+               'cifar100_l2p_plus_plus', 'imagenet_r_dualprompt', 'core50_l2p']
+# Methods without a prompt pool (no selection histogram, no pull term).
+POOL_FREE = {'cifar100_coda_prompt'}
 DOMAINNET_DUMMY = os.path.join(test_util.REPO_ROOT, 'datasets', 'domainnet', 'dummy_data')
+IMAGENET_R_DUMMY = os.path.join(test_util.REPO_ROOT, 'datasets', 'imagenet_r', 'dummy_data')
+CORE50_DUMMY = os.path.join(test_util.REPO_ROOT, 'datasets', 'core50', 'dummy_data')
+# Experiments evaluated on one common test set after every task (an accuracy matrix of one column).
+ONE_TEST_SET = {'cifar100_gaussian_l2p', 'core50_l2p'}
 
 
 def event_tags(directory):
@@ -41,6 +48,14 @@ def test_every_experiment_runs_with_local_tiny(tmp_path, experiment):
     # The dummy data has 2 training images per domain.
     res = run_experiment(model_dir, experiment, ['GLOBAL_BATCH_SIZE = 2', 'EPOCHS = 2'],
                          data_dir=str(tmp_path / 'tfds'), manual_dir=DOMAINNET_DUMMY)
+  elif experiment == 'imagenet_r_dualprompt':
+    # The dummy data has 3 images of each of the first 40 classes (about 48 training images per task).
+    res = run_experiment(model_dir, experiment, ['GLOBAL_BATCH_SIZE = 8'], data_dir=str(tmp_path / 'tfds'),
+                         manual_dir=IMAGENET_R_DUMMY)
+  elif experiment == 'core50_l2p':
+    # The dummy data has 4 frames per session.
+    res = run_experiment(model_dir, experiment, ['GLOBAL_BATCH_SIZE = 2'], data_dir=str(tmp_path / 'tfds'),
+                         manual_dir=CORE50_DUMMY)
   else:
     with tfds.testing.mock_data(num_examples=1000):
       res = run_experiment(model_dir, experiment, data_dir=str(tmp_path / 'tfds'))
@@ -48,7 +63,7 @@ def test_every_experiment_runs_with_local_tiny(tmp_path, experiment):
   on_disk = json.loads((model_dir / 'results.json').read_text())
   assert on_disk['accuracy_matrix'] == res['accuracy_matrix']
   matrix = np.array(on_disk['accuracy_matrix'], dtype=float)
-  if experiment == 'cifar100_gaussian_l2p':
+  if experiment in ONE_TEST_SET:
     assert matrix.shape == (2, 1) and not np.isnan(matrix).any()
   else:
     assert matrix.shape == (2, 2)
@@ -61,10 +76,12 @@ def test_every_experiment_runs_with_local_tiny(tmp_path, experiment):
   assert len(on_disk['gin_config_hash']) == 16
   eval_tags = event_tags(model_dir / 'eval')
   assert {'accuracy_0', 'avg_acc', 'accuracy_matrix', 'gin/operative_config'} <= eval_tags
-  if experiment != 'cifar100_gaussian_l2p':
-    assert {'accuracy_1', 'forgetting', 'backward', 'learning_acc', 'prompt_usage/task_0'} <= eval_tags
+  if experiment not in ONE_TEST_SET:
+    assert {'accuracy_1', 'forgetting', 'backward', 'learning_acc'} <= eval_tags
+    assert ('prompt_usage/task_0' in eval_tags) == (experiment not in POOL_FREE)
   train_tags = event_tags(model_dir / 'train')
-  assert {'loss', 'train_accuracy', 'learning_rate', 'grad_norm', 'reduce_sim', 'images_per_second'} <= train_tags
+  assert {'loss', 'train_accuracy', 'learning_rate', 'grad_norm', 'images_per_second'} <= train_tags
+  assert ('reduce_sim' in train_tags) == (experiment not in POOL_FREE)
   # One trace of the train step for the whole run (the task and its mask are data, not Python values).
   assert res['train_step_traces_this_process'] == 1
   assert glob.glob(str(model_dir / 'checkpoints' / 'ckpt-*.index'))

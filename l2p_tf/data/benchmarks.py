@@ -5,6 +5,8 @@
 * `gaussian_cifar100`: task-agnostic; the class mix drifts smoothly (math in `l2p_tf.data.gaussian`).
 * `five_datasets`: class-incremental over CIFAR-10, MNIST, SVHN, notMNIST, Fashion-MNIST (labels offset by 10 each).
 * `domainnet`: domain-incremental over six domains (default) or class-incremental over the pooled domains.
+* `split_imagenet_r`: class-incremental, T tasks of 200/T ImageNet-R classes, the l2p 80/20 cut of its one split.
+* `core50`: domain-incremental, one task per CORe50 training session (all 50 objects), one common test set.
 
 What every factory shares is bound once, not per factory: `Limits` (example caps that cut a run down to seconds,
 `gin_configs/local_tiny.gin`) and `PreprocessConfig` (`image_size`, `jpeg_round_trip`); each data/*.gin passes them
@@ -279,3 +281,112 @@ def domainnet(*, protocol: str = 'domain_incremental', domains: Sequence[str] = 
       name=f'domainnet_{protocol}', num_classes=num_classes, class_names=sources.LazyNames(data, name, num_classes),
       tasks=tasks, scenario=scenario, eval_names=[t.name for t in tasks], train_parts=train, eval_parts=evals,
       mask=mask, shuffle_buffer=shuffle_buffer, epochs=epochs, preprocess=preprocess)
+
+
+def split_imagenet_r(*, num_tasks: int = 10, class_order: str = 'label', order_seed: Optional[int] = None,
+                     train_fraction: int = 80, epochs: Union[int, float] = 50, seed: int = 0,
+                     shuffle_buffer: int = 10_000, limits: Limits = Limits(),
+                     preprocess: PreprocessConfig = PreprocessConfig(), data_dir: Optional[str] = None,
+                     manual_dir: Optional[str] = None) -> segmented.SegmentedBenchmark:
+  """Split ImageNet-R (builder `imagenet_r_local`): class-incremental, the l2p/DualPrompt protocol.
+
+  The one tfds split is cut in record order: `test[:train_fraction%]` trains and `test[train_fraction%:]` tests
+  (24,000 / 6,000 images at 80); labels 0..199 in ascending wnid order; task t = classes [t 200/T, (t+1) 200/T).
+
+  Args:
+    num_tasks: T (must divide 200).
+    class_order: 'label' (the official order) or 'random'.
+    order_seed: seed of the random class order (defaults to `seed`).
+    train_fraction: percent of the records that train.
+    epochs: passes over each task (official DualPrompt: 50).
+    seed: the benchmark's own seed.
+    shuffle_buffer: shuffle buffer (encoded images) of the streamed training data.
+    limits: example caps (tiny runs).
+    preprocess: image options.
+    data_dir: tfds data directory.
+    manual_dir: folder with imagenet-r.tar.
+
+  Returns:
+    The benchmark.
+
+  Raises:
+    ValueError: a fraction outside (0, 100).
+  """
+  if not 0 < train_fraction < 100:
+    raise ValueError(f'train_fraction={train_fraction} must be a percentage strictly between 0 and 100.')
+  data = sources.Data(data_dir, manual_dir)
+  name, num_classes = sources.IMAGENET_R, 200
+
+  def stream_part(split: str, limit: Optional[int], classes) -> sources.StreamPart:
+    n = int(data.label_counts(name, split, num_classes)[list(classes)].sum())
+    n = n if limit is None else min(n, limit)
+    return sources.StreamPart(builder=data.builder(name), split=split, num_examples=n, classes=np.asarray(classes),
+                              max_examples=limit)
+
+  order = benchmark.make_class_order(num_classes, class_order, seed=seed if order_seed is None else order_seed)
+  groups = benchmark.split_classes(order, num_tasks)[:_limit_tasks(num_tasks, limits.max_tasks)]
+  tasks = [benchmark.Task(index=t, name=f'task_{t}', classes=g) for t, g in enumerate(groups)]
+  train = [functools.partial(stream_part, f'test[:{train_fraction}%]', limits.max_train_examples_per_task, g)
+           for g in groups]
+  evals = [functools.partial(stream_part, f'test[{train_fraction}%:]', limits.max_eval_examples_per_task, g)
+           for g in groups]
+  return segmented.SegmentedBenchmark(
+      name='split_imagenet_r', num_classes=num_classes, class_names=sources.LazyNames(data, name, num_classes),
+      tasks=tasks, scenario='class_incremental', eval_names=[t.name for t in tasks], train_parts=train,
+      eval_parts=evals, mask='class', shuffle_buffer=shuffle_buffer, epochs=epochs, preprocess=preprocess)
+
+
+CORE50_TRAIN_SESSIONS = ('s1', 's2', 's4', 's5', 's6', 's8', 's9', 's11')
+CORE50_TEST_SESSIONS = ('s3', 's7', 's10')
+
+
+def core50(*, train_sessions: Sequence[str] = CORE50_TRAIN_SESSIONS,
+           test_sessions: Sequence[str] = CORE50_TEST_SESSIONS, mask: str = 'none', epochs: Union[int, float] = 5,
+           seed: int = 0, shuffle_buffer: int = 10_000, limits: Limits = Limits(),
+           preprocess: PreprocessConfig = PreprocessConfig(), data_dir: Optional[str] = None,
+           manual_dir: Optional[str] = None) -> segmented.CommonTestBenchmark:
+  """CORe50 (builder `core50_local`): domain-incremental, the l2p protocol (configs/core50_l2p.py).
+
+  One task per training session (all 50 objects, no class mask: `train_mask = False`), evaluated after every task
+  on one common test set, the union of `test_sessions`.
+
+  Args:
+    train_sessions: sessions in task order.
+    test_sessions: sessions of the common test set.
+    mask: 'none' (official) or 'class' (no effect: every task has every class).
+    epochs: passes over each task.
+    seed: the benchmark's own seed.
+    shuffle_buffer: shuffle buffer (encoded images) of the streamed training data.
+    limits: example caps (tiny runs).
+    preprocess: image options.
+    data_dir: tfds data directory.
+    manual_dir: folder with core50_128x128.zip.
+
+  Returns:
+    The benchmark.
+
+  Raises:
+    ValueError: an unknown session, or a session both trained and tested on.
+  """
+  sessions = tuple(f's{i}' for i in range(1, 12))
+  for s in tuple(train_sessions) + tuple(test_sessions):
+    benchmark.check_choice('session', s, sessions)
+  if set(train_sessions) & set(test_sessions):
+    raise ValueError(f'sessions {sorted(set(train_sessions) & set(test_sessions))} are both trained and tested on')
+  data = sources.Data(data_dir, manual_dir)
+  name, num_classes = sources.CORE50, 50
+
+  def stream_part(split: str, limit: Optional[int]) -> sources.StreamPart:
+    builder = data.builder(name)
+    n = sum(builder.info.splits[s].num_examples for s in split.split('+'))
+    return sources.StreamPart(builder=builder, split=split, num_examples=n if limit is None else min(n, limit),
+                              max_examples=limit)
+
+  sessions = tuple(train_sessions)[:_limit_tasks(len(train_sessions), limits.max_tasks)]
+  tasks = [benchmark.Task(index=t, name=s, classes=tuple(range(num_classes))) for t, s in enumerate(sessions)]
+  train = [functools.partial(stream_part, s, limits.max_train_examples_per_task) for s in sessions]
+  evals = [functools.partial(stream_part, '+'.join(test_sessions), limits.max_eval_examples_per_task)]
+  return segmented.CommonTestBenchmark(
+      name='core50', num_classes=num_classes, class_names=sources.LazyNames(data, name, num_classes), tasks=tasks,
+      eval_names=['test'], train_parts=train, eval_parts=evals, mask=mask, shuffle_buffer=shuffle_buffer,
+      epochs=epochs, preprocess=preprocess)

@@ -25,8 +25,11 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 # tfds builders each benchmark may read, by their tfds name (the names the benchmarks use).
-TFDS_NAMES = ('cifar100', 'cifar10', 'mnist', 'fashion_mnist', 'svhn_cropped', 'not_mnist', 'domainnet_continual')
+TFDS_NAMES = ('cifar100', 'cifar10', 'mnist', 'fashion_mnist', 'svhn_cropped', 'not_mnist', 'domainnet_continual',
+              'imagenet_r_local', 'core50_local')
 DOMAINNET = 'domainnet_continual'
+IMAGENET_R = 'imagenet_r_local'
+CORE50 = 'core50_local'
 
 
 def _local_builders():
@@ -77,6 +80,10 @@ def get_builder(name: str, *, data_dir: Optional[str] = None, manual_dir: Option
                    data_dir, local.expected_files_message(local.LOCAL_BUILDERS[name], manual_dir))
     if name in local.LOCAL_BUILDERS:
       hint = local.expected_files_message(local.LOCAL_BUILDERS[name], manual_dir)
+    elif name in (IMAGENET_R, CORE50):
+      archive = 'imagenet-r.tar' if name == IMAGENET_R else 'core50_128x128.zip'
+      hint = (f'place {archive} (or its extracted folder) in {manual_dir or "<manual_dir>"} and pass '
+              '--tfds_manual_dir')
     else:
       hint = ('place real.zip ... sketch.zip and real_train.txt ... sketch_test.txt (datasets/domainnet/README.md) '
               f'in {manual_dir or "<manual_dir>"} and pass --tfds_manual_dir')

@@ -30,6 +30,7 @@ from l2p_tf.models import vit as vit_lib
 
 HEAD_TYPES = ('prompt', 'token', 'gap')
 TOKEN_ORDERS = ('prompts_first', 'cls_first')
+TUNINGS = ('prompt', 'prefix')
 
 
 class L2PModel(tf_keras.Model):
@@ -48,16 +49,21 @@ class L2PModel(tf_keras.Model):
     token_order: 'prompts_first' ([prompts, CLS, patches], prompts without position embedding) or 'cls_first'
       ([CLS, prompts, patches], each prompt token plus a copy of [CLS]'s position embedding).
     train_backbone: train the ViT too (fine-tuning baselines); the query stays a stop-gradient feature.
+    tuning: 'prompt' (the selected prompts are tokens in the sequence, L2P) or 'prefix' (L2P++ of CODA-Prompt: each
+      sample's selected prompts, each split into a first half of key and a second half of value tokens, prefix
+      the attention keys and values of layer 0; no tokens are added, so the 'token' head reads [CLS] at 0).
     name: model name.
 
   Raises:
     ValueError: unknown head type or token order, 'prompt' head without a pool, a pool whose width differs from the
-      ViT's, or a non-positive `num_classes`.
+      ViT's, a non-positive `num_classes`, or prefix tuning without a pool, with the 'prompt' head or with an odd
+      prompt length.
   """
 
   def __init__(self, *, vit: vit_lib.VisionTransformer, num_classes: int,
                prompt_pool: Optional[prompt_pool_lib.PromptPool] = None, head_type: str = 'prompt',
-               token_order: str = 'prompts_first', train_backbone: bool = False, name: str = 'l2p'):
+               token_order: str = 'prompts_first', train_backbone: bool = False, tuning: str = 'prompt',
+               name: str = 'l2p'):
     # No **kwargs: gin then rejects a misspelt parameter when it parses the binding.
     super().__init__(name=name)
     if head_type not in HEAD_TYPES:
@@ -68,6 +74,11 @@ class L2PModel(tf_keras.Model):
       raise ValueError(f"head_type={head_type!r} needs a prompt pool; use 'token' or 'gap' without one.")
     if not isinstance(num_classes, int) or num_classes < 1:
       raise ValueError(f'num_classes must be a positive integer, got {num_classes!r}.')
+    if tuning not in TUNINGS:
+      raise ValueError(f'Unknown tuning {tuning!r}; choose one of {TUNINGS}.')
+    if tuning == 'prefix' and (prompt_pool is None or head_type == 'prompt' or prompt_pool.prompt_length % 2):
+      raise ValueError("tuning='prefix' needs a prompt pool with an even prompt_length (key and value halves) and "
+                       f"head_type 'token' or 'gap', got head_type={head_type!r}.")
     if prompt_pool is not None and prompt_pool.embed_dim != vit.hidden_size:
       raise ValueError(f'prompt_pool.embed_dim={prompt_pool.embed_dim} differs from the ViT width '
                        f'{vit.hidden_size}.')
@@ -78,6 +89,7 @@ class L2PModel(tf_keras.Model):
     self.head_type = head_type
     self.token_order = token_order
     self.train_backbone = bool(train_backbone)
+    self.tuning = tuning
     # float32 whatever the mixed-precision policy: logits, softmax and loss stay in float32.
     self.head = tf_keras.layers.Dense(num_classes, kernel_initializer='zeros', bias_initializer='zeros',
                                       dtype='float32', name='head')
@@ -86,8 +98,8 @@ class L2PModel(tf_keras.Model):
 
   @property
   def num_prompt_tokens(self) -> int:
-    """N * Lp prompt tokens inserted into the sequence (0 without a pool)."""
-    return 0 if self.prompt_pool is None else self.prompt_pool.num_prompt_tokens
+    """N * Lp prompt tokens inserted into the sequence (0 without a pool or with prefix tuning)."""
+    return 0 if self.prompt_pool is None or self.tuning == 'prefix' else self.prompt_pool.num_prompt_tokens
 
   def _expected_trainable(self) -> list[tf.Variable]:
     expected = list(self.head.trainable_weights)
@@ -120,6 +132,13 @@ class L2PModel(tf_keras.Model):
       return tf.concat([prompts, embedded], axis=1)
     cls_pos = tf.cast(self.vit.pos_embedding[:, :1], embedded.dtype)
     return tf.concat([embedded[:, :1], prompts + cls_pos, embedded[:, 1:]], axis=1)
+
+  def prefix_halves(self, prompts):
+    """(B, N * Lp, D) selected prompts -> per-sample (key, value) prefixes, each (B, N * Lp / 2, D)."""
+    n, lp = self.prompt_pool.top_k, self.prompt_pool.prompt_length
+    per_prompt = tf.reshape(prompts, [tf.shape(prompts)[0], n, lp, self.vit.hidden_size])
+    return tuple(tf.reshape(half, [tf.shape(prompts)[0], n * (lp // 2), self.vit.hidden_size])
+                 for half in (per_prompt[:, :, :lp // 2], per_prompt[:, :, lp // 2:]))
 
   def _features(self, encoded):
     """Head input from the encoded sequence (B, L, D)."""
@@ -187,7 +206,10 @@ class L2PModel(tf_keras.Model):
       else:
         query = query_pass['query']
       pool = self.prompt_pool(query, task_index=task_index, training=training, selection=selection, valid=valid)
-      encoded = self.vit.encode(self.prompted_tokens(x, pool['prompts']), training=training)
+      if self.tuning == 'prefix':
+        encoded = self.vit.encode(x, training=training, prefixes={0: self.prefix_halves(pool['prompts'])})
+      else:
+        encoded = self.vit.encode(self.prompted_tokens(x, pool['prompts']), training=training)
       reduce_sim = pool['reduce_sim']
       prompt_ids = pool['prompt_ids']
     logits = self.head(tf.cast(self._features(encoded), tf.float32))
@@ -217,7 +239,8 @@ class L2PModel(tf_keras.Model):
       mode = 'Fine-tuning' if self.train_backbone else 'Linear probe'
       parts = f'backbone {c["backbone"] if self.train_backbone else 0:,}, head {c["head"]:,}'
     else:
-      mode = 'L2P' if not self.train_backbone else 'L2P (backbone trainable)'
+      mode = 'L2P' if self.tuning == 'prompt' else 'L2P (prefix tuning)'
+      mode += ' (backbone trainable)' if self.train_backbone else ''
       parts = f'prompts {c["prompts"]:,}, keys {c["keys"]:,}, head {c["head"]:,}'
       if self.train_backbone:
         parts += f', backbone {c["backbone"]:,}'

@@ -37,7 +37,7 @@ import tf_keras
 SELECTIONS = ('batchwise', 'instancewise')
 DIVERSITIES = ('task_mask', 'frequency', 'none')
 OVERFLOWS = ('error', 'free')
-INITIALIZERS = ('uniform', 'uniform_pm1', 'normal', 'zeros')
+INITIALIZERS = ('uniform', 'uniform_01', 'uniform_pm1', 'normal', 'zeros')
 
 
 def l2_normalize(x, axis: int = -1, epsilon: float = 1e-12):
@@ -49,7 +49,8 @@ def l2_normalize(x, axis: int = -1, epsilon: float = 1e-12):
 def make_initializer(name: str) -> tf_keras.initializers.Initializer:
   """Initializer for prompts and keys by name.
 
-  'uniform' is flax's `nn.initializers.uniform()` (U[0, 0.01), the original default), 'uniform_pm1' is U(-1, 1),
+  'uniform' is flax's `nn.initializers.uniform()` (U[0, 0.01), the original default), 'uniform_01' is U[0, 1)
+  (torch's `nn.init.uniform_`, CODA-Prompt's L2P++ and DualPrompt), 'uniform_pm1' is U(-1, 1),
   'normal' is flax's `nn.initializers.normal()` (N(0, 0.01^2)), 'zeros' is zeros.
 
   Raises:
@@ -57,6 +58,8 @@ def make_initializer(name: str) -> tf_keras.initializers.Initializer:
   """
   if name == 'uniform':
     return tf_keras.initializers.RandomUniform(0.0, 0.01)
+  if name == 'uniform_01':
+    return tf_keras.initializers.RandomUniform(0.0, 1.0)
   if name == 'uniform_pm1':
     return tf_keras.initializers.RandomUniform(-1.0, 1.0)
   if name == 'normal':

@@ -10,6 +10,15 @@ The forward pass is split in two public halves so that extra tokens (L2P's promp
     tokens = concat([prompts, tokens])  # any insertion the caller wants
     normed = vit.encode(tokens)         # every encoder block, then the final LayerNorm, shape (B, L, D)
 
+`encode` has two per-layer extension points for methods that prompt inside the encoder (DualPrompt, CODA-Prompt):
+
+    vit.encode(tokens, prefixes={layer: (key_prefix, value_prefix)},   # prefix tuning: (B, Lp, D) each, per sample
+               inserts={layer: prompt_tokens})                         # prompt tuning: (B, Lt, D) prepended to the
+                                                                       # sequence before that layer's block
+
+A prefix is a per-sample key and value prepended to that layer's projected attention keys and values (split into
+heads head-major, as `(B, Lp, H, Dh)`); queries come from the tokens only, so the sequence keeps its length.
+
 `vit(images)` runs both halves and returns the [CLS] representation (or logits when `num_classes` is set).
 """
 
@@ -17,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional
+from typing import Mapping, Optional
 
 import tensorflow as tf
 import tf_keras
@@ -88,16 +97,28 @@ class MultiHeadDotProductAttention(tf_keras.layers.Layer):
         name='out')
     self.dropout = tf_keras.layers.Dropout(dropout_rate)
 
-  def call(self, x, training=False):
+  def call(self, x, training=False, prefix=None):
+    """Self-attention over `x` (B, T, D); `prefix` = (key, value), each (B, Lp, D) or (B, Lp, H, Dh), is
+    prepended per sample to the projected keys and values (prefix tuning; no projection applied to it)."""
     # flax scales the query by 1/sqrt(head_dim) before the dot product.
     q = self.query(x) * tf.cast(1.0 / math.sqrt(self.head_dim), x.dtype)
     k = self.key(x)
     v = self.value(x)
+    if prefix is not None:
+      k = tf.concat([self._heads(prefix[0], x.dtype), k], axis=1)
+      v = tf.concat([self._heads(prefix[1], x.dtype), v], axis=1)
     scores = tf.einsum('bqhk,bthk->bhqt', q, k)
     # Softmax in float32 whatever the compute dtype (mixed precision keeps it exact enough).
     weights = tf.cast(tf.nn.softmax(tf.cast(scores, tf.float32), axis=-1), x.dtype)
     weights = self.dropout(weights, training=training)
     return self.out(tf.einsum('bhqt,bthk->bqhk', weights, v))
+
+  def _heads(self, p, dtype):
+    """(B, Lp, D) -> (B, Lp, H, Dh), head-major (a (B, Lp, H, Dh) input passes through)."""
+    p = tf.cast(p, dtype)
+    if p.shape.rank == 4:
+      return p
+    return tf.reshape(p, [tf.shape(p)[0], tf.shape(p)[1], self.num_heads, self.head_dim])
 
 
 def gelu(x, approximate: bool = True):
@@ -166,8 +187,8 @@ class Encoder1DBlock(tf_keras.layers.Layer):
                         gelu_approximate=gelu_approximate, name='MlpBlock_3')
     self.dropout = tf_keras.layers.Dropout(dropout_rate)
 
-  def call(self, x, training=False):
-    y = self.attention(self.layer_norm_0(x), training=training)
+  def call(self, x, training=False, prefix=None):
+    y = self.attention(self.layer_norm_0(x), training=training, prefix=prefix)
     x = x + self.dropout(y, training=training)
     return x + self.mlp(self.layer_norm_2(x), training=training)
 
@@ -258,11 +279,34 @@ class VisionTransformer(tf_keras.Model):
     x = tf.concat([cls, x], axis=1)
     return x + tf.cast(self.pos_embedding, x.dtype)
 
-  def encode(self, tokens, training=False):
-    """Runs dropout, every encoder block and the final LayerNorm over `tokens` (B, L, D)."""
+  def encode(self, tokens, training=False, prefixes: Optional[Mapping[int, tuple]] = None,
+             inserts: Optional[Mapping[int, tf.Tensor]] = None):
+    """Runs dropout, every encoder block and the final LayerNorm over `tokens` (B, L, D).
+
+    Args:
+      tokens: (B, L, D), e.g. `embed`'s output.
+      training: dropout.
+      prefixes: {layer index: (key prefix, value prefix)}, each (B, Lp, D) (or (B, Lp, H, Dh)): prepended per sample
+        to that block's attention keys and values (prefix tuning).
+      inserts: {layer index: (B, Lt, D) tokens}: prepended to the sequence before that block (prompt tuning at
+        that layer; the sequence then keeps them to the end).
+
+    Returns:
+      (B, L + inserted tokens, D) after the final LayerNorm.
+
+    Raises:
+      ValueError: a layer index outside [0, num_layers).
+    """
+    for name, extra in (('prefixes', prefixes), ('inserts', inserts)):
+      bad = sorted(i for i in (extra or {}) if not 0 <= i < self.config.num_layers)
+      if bad:
+        raise ValueError(f'{name} for layers {bad}: ViT-{self.variant} has layers 0..{self.config.num_layers - 1}.')
     x = self.embed_dropout(tokens, training=training)
-    for block in self.blocks:
-      x = block(x, training=training)
+    for i, block in enumerate(self.blocks):
+      if inserts and i in inserts:
+        x = tf.concat([tf.cast(inserts[i], x.dtype), x], axis=1)
+      prefix = prefixes.get(i) if prefixes else None
+      x = block(x, training=training, **({'prefix': prefix} if prefix is not None else {}))
     return self.encoder_norm(x)
 
   def represent(self, images, training=False):

@@ -1,0 +1,1 @@
+"""imagenet_r_local dataset (ImageNet-R from the local archive, 200-class labels)."""
