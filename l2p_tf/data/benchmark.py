@@ -347,14 +347,12 @@ def _short(classes: Sequence[int], n: int = 8) -> str:
   return str(classes) if len(classes) <= n else f'[{", ".join(map(str, classes[:n]))}, ... ({len(classes)} classes)]'
 
 
-class TaskAgnosticBenchmark(ContinualBenchmark):
-  """Base of benchmarks without task boundaries at test time: one evaluation set, evaluated after every training
-  segment; the curve is its accuracy after each segment (forgetting and transfer are not defined)."""
-
-  scenarios = ('task_agnostic',)
+class OneEvaluationSet:
+  """Mixin of benchmarks with one evaluation set, evaluated after every training segment: the curve is its accuracy
+  after each segment (forgetting and transfer are not defined)."""
 
   def eval_ids_after(self, t: int) -> list[int]:
-    """[0]: the whole evaluation set, after every segment."""
+    """[0]: the one evaluation set, after every segment."""
     self._check_task(t)
     return [0]
 
@@ -362,3 +360,9 @@ class TaskAgnosticBenchmark(ContinualBenchmark):
     done = [float(r[0]) for r in acc if not np.isnan(r[0])]
     return {'avg_acc': done, 'forgetting': [None] * len(done), 'backward': [None] * len(done),
             'learning_acc': [None] * len(done)}
+
+
+class TaskAgnosticBenchmark(OneEvaluationSet, ContinualBenchmark):
+  """Base of benchmarks without task boundaries at test time (one evaluation set; see `OneEvaluationSet`)."""
+
+  scenarios = ('task_agnostic',)

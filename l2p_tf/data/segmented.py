@@ -117,7 +117,7 @@ class JointBenchmark(SegmentedBenchmark):
         f'{n} {a:.2f}' for n, a in zip(self.eval_names, acc[t])) + f'; avg_acc {final["avg_acc"]:.2f}']
 
 
-class CommonTestBenchmark(SegmentedBenchmark):
+class CommonTestBenchmark(benchmark.OneEvaluationSet, SegmentedBenchmark):
   """Domain-incremental training segments evaluated on one common test set (CORe50's protocol).
 
   After every segment the one evaluation set is evaluated; the curve is its accuracy (forgetting and transfer need
@@ -138,16 +138,6 @@ class CommonTestBenchmark(SegmentedBenchmark):
     if len(kwargs.get('eval_names', ())) != 1:
       raise ValueError(f'{type(self).__name__} evaluates one common test set, got {kwargs.get("eval_names")!r}')
     super().__init__(scenario='domain_incremental', **kwargs)
-
-  def eval_ids_after(self, t: int) -> list[int]:
-    """[0]: the common test set, after every segment."""
-    self._check_task(t)
-    return [0]
-
-  def metric_curves(self, acc: np.ndarray) -> dict:
-    done = [float(r[0]) for r in acc if not np.isnan(r[0])]
-    return {'avg_acc': done, 'forgetting': [None] * len(done), 'backward': [None] * len(done),
-            'learning_acc': [None] * len(done)}
 
   def progress_lines(self, t: int, acc: np.ndarray, final: dict) -> list[str]:
     return [f'after task {t + 1} ({self.tasks[t].name}): accuracy on {self.eval_names[0]} {acc[t, 0]:.2f}%']

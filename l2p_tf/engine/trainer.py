@@ -65,12 +65,8 @@ class Trainer(orbit.StandardTrainer):
                global_step: tf.Variable, task_index: tf.Variable, global_batch_size: int,
                grad_clip_norm: Optional[float] = 1.0, grad_clip_scope: str = 'trainable', jit_compile=False,
                stop_requested: Optional[Callable[[int], bool]] = None):
-    self.strategy = strategy
-    self.method = method
-    self.optimizer = optimizer
-    self.global_step = global_step
-    self.task_index = task_index
-    self.global_batch_size = global_batch_size
+    self.strategy, self.method, self.optimizer = strategy, method, optimizer
+    self.global_step, self.task_index, self.global_batch_size = global_step, task_index, global_batch_size
     self.clip = clipping.GlobalNormClip(max_norm=grad_clip_norm, scope=grad_clip_scope,
                                         frozen_variables=clipping.frozen_parameters(method.model))
     self.stop_requested = stop_requested
