@@ -55,7 +55,7 @@ def test_every_experiment_runs_with_local_tiny(tmp_path, experiment):
     assert on_disk['accuracy_matrix'][0][1] is None and not np.isnan(matrix[1]).any()
     assert len(on_disk['avg_acc']) == 2 and on_disk['forgetting'][0] is None
     assert on_disk['final']['avg_acc'] == pytest.approx(np.mean(matrix[1]), abs=1e-3)
-  assert (model_dir / 'accuracy_matrix.csv').read_text().startswith('after_task,')
+  assert (model_dir / 'accuracy_matrix.csv').read_text().startswith('after_task (official protocol),')
   assert (model_dir / 'accuracy_matrix.png').read_bytes()[:4] == b'\x89PNG'
   assert 'config.Training.global_batch_size' in (model_dir / 'config.gin').read_text()
   assert len(on_disk['gin_config_hash']) == 16
@@ -72,7 +72,7 @@ def test_every_experiment_runs_with_local_tiny(tmp_path, experiment):
 
 def test_one_device_and_mirrored_agree(tmp_path):
   bindings = ["prompt_pool.PromptPool.selection = 'instancewise'",
-              "config.Evaluation.selections = ('instancewise',)"]
+              "config.Evaluation.primary = 'per_sample'"]
   results = []
   for name, strategy in (('one', one_device()), ('mirrored', test_util.mirrored_strategy())):
     with tfds.testing.mock_data(num_examples=1000):
