@@ -89,16 +89,21 @@ class PreprocessConfig:
     crop: geometry (`preprocessing.resolve_crop`): 'auto' (official: 'pad' at 32 px, 'resized' otherwise), 'pad'
       (pad to image_size + 4, random crop, flip; no resize at test) or 'resized' (random-resized crop; resize and
       centre crop at test; the default, the geometry of runs configured before this option existed).
+    augment: training images are augmented (True); False gives them the evaluation preprocessing (methods that
+      only read features, such as nearest class mean, see the images as at test time).
   """
   image_size: int = 224
   jpeg_round_trip: bool = False
   crop: str = 'resized'
+  augment: bool = True
 
   def __post_init__(self):
     preprocessing.resolve_crop(self.crop, self.image_size)  # Raises on an unknown value.
 
   def train(self, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Training preprocessing of one uint8 image with its stateless seed."""
+    """Training preprocessing of one uint8 image with its stateless seed (the evaluation one without `augment`)."""
+    if not self.augment:
+      return self.eval(image)
     return preprocessing.preprocess_train(image, seed, image_size=self.image_size, crop=self.crop,
                                           jpeg_round_trip=self.jpeg_round_trip)
 
