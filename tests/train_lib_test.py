@@ -114,6 +114,8 @@ def test_resume_mid_task_matches_uninterrupted_run(tmp_path):
   assert resumed['accuracy_matrix'] == full['accuracy_matrix']
   assert resumed['final'] == full['final']
   assert resumed['prompt_usage_train'] == full['prompt_usage_train']
+  # Every protocol's rows: task 1's come back from results.json (the checkpoint holds the primary matrix only).
+  assert resumed['protocols'] == full['protocols']
 
 
 def test_eval_mode_reproduces_the_final_row(tmp_path):
