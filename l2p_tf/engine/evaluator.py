@@ -224,7 +224,8 @@ class ProtocolEvaluator:
       if key[0] == 'set':
         fn = lambda ctx: self.bench.eval_dataset(key[1], ctx, global_batch_size=self.batch_size,
                                                  drop_remainder_of=self.drop_remainder_of)
-      else:
+      else:  # The stream of the previous task's seen sets is not needed again.
+        self._datasets = {k: v for k, v in self._datasets.items() if k[0] != 'mixed'}
         fn = lambda ctx: self.bench.mixed_eval_dataset(list(key[1]), ctx, global_batch_size=self.batch_size,
                                                        seed=self.mixed_seed, drop_remainder_of=self.drop_remainder_of)
       self._datasets[key] = self.strategy.distribute_datasets_from_function(fn)

@@ -111,10 +111,11 @@ def _mean_or_none(values) -> Optional[float]:
   return None if not len(values) or np.isnan(values).any() else float(np.mean(values))
 
 
-def protocol_results(bench, matrices: dict, done: int, protocol: str) -> dict:
+def protocol_results(bench, matrices: dict, done: int, protocol: str, has_pool: bool = True) -> dict:
   """One protocol's results: its matrices and curves (`metric_curves` plus `til_avg_acc`, `task_id_acc`) and
   `final`, which adds `avg_incremental_acc` (mean of avg_acc over the tasks so far) and `last_acc` (accuracy over
-  every evaluated example of the last row, i.e. weighted by set size)."""
+  every evaluated example of the last row, i.e. weighted by set size). `selection` is None for a method without a
+  prompt pool."""
   acc, count = matrices['accuracy'][:done], matrices['count'][:done]
   curves = bench.metric_curves(acc)
   rows = len(curves['avg_acc'])
@@ -128,7 +129,7 @@ def protocol_results(bench, matrices: dict, done: int, protocol: str) -> dict:
     n = count[rows - 1, seen[-1]]
     final['last_acc'] = float(np.sum(acc[rows - 1, seen[-1]] * n) / np.sum(n)) if np.sum(n) > 0 else None
   selection, stream = evaluator_lib.PROTOCOL_SETTINGS[protocol]
-  out = {'selection': selection, 'stream': stream}
+  out = {'selection': selection if has_pool else None, 'stream': stream}
   out.update({key: results_lib.matrix_to_lists(matrices[k][:done]) for k, key in PROTOCOL_KEYS.items()})
   out.update(curves)
   out['final'] = final
@@ -144,7 +145,7 @@ def protocol_lines(res: dict) -> list[str]:
   fmt = lambda v: '-'.rjust(9) if v is None else f'{v:9.2f}'
   for p, r in (res.get('protocols') or {}).items():
     f = r['final']
-    lines.append(f'{(p + (" *" if p == primary else "")):<12}{r["selection"]:<14}{r["stream"]:<10}'
+    lines.append(f'{(p + (" *" if p == primary else "")):<12}{r["selection"] or "-":<14}{r["stream"]:<10}'
                  + ''.join(fmt(f[k]) for k in ('avg_acc', 'last_acc', 'avg_incremental_acc', 'til_avg_acc',
                                                'task_id_acc')))
   return lines
@@ -217,7 +218,8 @@ class Reporter:
     out['primary_protocol'] = record.primary
     matrices = {p: dict(m) for p, m in record.matrices.items()}
     matrices[record.primary]['accuracy'] = acc  # The checkpointed matrix (the same numbers, read back).
-    out['protocols'] = {p: protocol_results(bench, m, done, p) for p, m in matrices.items()}
+    has_pool = bool(self.built.method.pool_size)
+    out['protocols'] = {p: protocol_results(bench, m, done, p, has_pool) for p, m in matrices.items()}
     for k in ('avg_incremental_acc', 'last_acc', 'til_avg_acc', 'task_id_acc'):
       out['final'][k] = out['protocols'][record.primary]['final'][k]
     if usage is not None:
