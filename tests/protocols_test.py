@@ -13,6 +13,7 @@ from l2p_tf.data import sources
 from l2p_tf.engine import evaluator as evaluator_lib
 from l2p_tf.engine import reporting
 from l2p_tf.methods import base
+from tests import test_util
 
 POOL = 4
 SIZE = 8
@@ -63,15 +64,19 @@ def _benchmark(parts):
       preprocess=pipelines.PreprocessConfig(image_size=SIZE, crop='pad'))
 
 
-def _protocols(batch_size=8):
+def _protocols(batch_size=8, strategy=None):
   bench = _benchmark([_part(LABELS[0], OWN[0]), _part(LABELS[1], OWN[1])])
-  strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
+  strategy = strategy or tf.distribute.OneDeviceStrategy('/cpu:0')
   return evaluator_lib.ProtocolEvaluator(strategy=strategy, method=PromptIsClass(), benchmark=bench,
                                          protocols=evaluator_lib.PROTOCOLS, batch_size=batch_size)
 
 
-def test_single_task_batches_batchwise_and_per_sample_differ_by_hand():
-  rows = _protocols().evaluate_after(1, USAGE)
+@pytest.mark.parametrize('replicas', [1, 2])
+def test_single_task_batches_batchwise_and_per_sample_differ_by_hand(replicas):
+  # Two replicas: global batch 16, each set's 8 examples on the first replica, 8 padding examples on the second (the
+  # vote ignores them); the per-set counts are summed over replicas.
+  strategy = test_util.mirrored_strategy() if replicas == 2 else None
+  rows = _protocols(8 * replicas, strategy).evaluate_after(1, USAGE)
   # Each set is one batch of 8 (single-task). Task 0: own prompts 0,0,0,1,1,1,2,3 vs labels 0,0,0,0,1,1,1,1.
   #   per sample: 3 + 2 = 5/8 right; masked to {0, 1} (2 and 3 fall to class 0): 0,0,0,1,1,1,0,0 -> 5/8.
   #   batchwise: votes 0:3, 1:3 -> tie, prompt 0 for all -> 4/8; task-incremental the same 4/8.
