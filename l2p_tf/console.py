@@ -48,6 +48,11 @@ def summarize() -> None:
   sys.exit(summarize_lib.main(sys.argv[1:]))
 
 
+def seeds() -> None:
+  from l2p_tf import seeds as seeds_lib  # pylint: disable=g-import-not-at-top
+  sys.exit(seeds_lib.main(sys.argv[1:]))
+
+
 def inspect_npz() -> None:
   from l2p_tf import quiet  # pylint: disable=g-import-not-at-top
   quiet.filter_stderr()

@@ -39,12 +39,14 @@ def matrix_to_lists(acc: np.ndarray) -> list[list[Optional[float]]]:
   return [[None if math.isnan(v) else round(float(v), 4) for v in row] for row in acc]
 
 
-def matrix_csv(acc: np.ndarray, row_names: Sequence[str], col_names: Optional[Sequence[str]] = None) -> str:
-  """CSV of the accuracy matrix: one row per training task (`after_task`), one column per evaluation set."""
+def matrix_csv(acc: np.ndarray, row_names: Sequence[str], col_names: Optional[Sequence[str]] = None,
+               corner: str = 'after_task') -> str:
+  """CSV of the accuracy matrix: one row per training task (`after_task`), one column per evaluation set; `corner`
+  is the header's first cell (it names the evaluation protocol when there is one)."""
   col_names = list(row_names if col_names is None else col_names)
   out = io.StringIO()
   writer = csv.writer(out, lineterminator='\n')
-  writer.writerow(['after_task'] + [col_names[i] if i < len(col_names) else str(i) for i in range(acc.shape[1])])
+  writer.writerow([corner] + [col_names[i] if i < len(col_names) else str(i) for i in range(acc.shape[1])])
   for t, row in enumerate(acc):
     writer.writerow([row_names[t] if t < len(row_names) else str(t)] +
                     ['' if math.isnan(v) else f'{v:.4f}' for v in row])
@@ -115,14 +117,19 @@ def write_all(model_dir: str, results: dict, acc: np.ndarray, names: Sequence[st
   """Writes the three results files; returns the PNG bytes (for TensorBoard).
 
   Rows are labelled with the training tasks' names (`results['tasks']`, else `names`), columns with the evaluation
-  sets' names (`results['eval_names']`, else `names`).
+  sets' names (`results['eval_names']`, else `names`). The CSV header and the PNG title name the evaluation protocol
+  of the matrix (`results['primary_protocol']`) when there is one.
   """
+  protocol = results.get('primary_protocol')
   row_names = [t['name'] for t in results.get('tasks') or []] or list(names)
   col_names = list(results.get('eval_names') or names)
   if len(col_names) < acc.shape[1]:
     col_names = list(names)
-  png = heatmap_png(acc, row_names, col_names)
-  atomic_write(os.path.join(model_dir, 'accuracy_matrix.csv'), matrix_csv(acc, row_names, col_names))
+  png = heatmap_png(acc, row_names, col_names,
+                    title=f'accuracy (%), {protocol} protocol' if protocol else 'accuracy (%)')
+  atomic_write(os.path.join(model_dir, 'accuracy_matrix.csv'),
+               matrix_csv(acc, row_names, col_names,
+                          corner=f'after_task ({protocol} protocol)' if protocol else 'after_task'))
   atomic_write(os.path.join(model_dir, 'accuracy_matrix.png'), png, binary=True)
   atomic_write(os.path.join(model_dir, 'results.json'), json.dumps(results, indent=2, sort_keys=False) + '\n')
   return png

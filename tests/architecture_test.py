@@ -22,7 +22,7 @@ LAYERS = (
     ('methods', ('l2p_tf/methods/',)),
     ('engine', ('l2p_tf/engine/',)),
     ('tools', ('l2p_tf/main.py', 'l2p_tf/pretrain.py', 'l2p_tf/export.py', 'l2p_tf/predict.py', 'l2p_tf/summarize.py',
-               'l2p_tf/cli.py', 'l2p_tf/prepare_data.py', 'l2p_tf/console.py', 'l2p_tf/checkpoints/inspect_npz.py')),
+               'l2p_tf/seeds.py', 'l2p_tf/cli.py', 'l2p_tf/prepare_data.py', 'l2p_tf/console.py', 'l2p_tf/checkpoints/inspect_npz.py')),
 )
 MAX_FUNCTION_LINES = 80
 MAX_LOOP_LINES = 300

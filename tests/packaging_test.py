@@ -16,7 +16,7 @@ import pytest
 from tests import test_util
 
 SOURCES = ('l2p_tf', 'datasets', 'gin_configs', 'pretrained', 'pyproject.toml', 'README.md')
-SCRIPTS = ('l2p-train', 'l2p-pretrain', 'l2p-export', 'l2p-predict', 'l2p-summarize', 'l2p-inspect-npz',
+SCRIPTS = ('l2p-train', 'l2p-pretrain', 'l2p-export', 'l2p-predict', 'l2p-summarize', 'l2p-inspect-npz', 'l2p-seeds',
            'l2p-prepare-data')
 
 

@@ -67,7 +67,7 @@ def test_dualprompt_presets_bind_the_official_values(parsed, name):
   assert _value('optimizers.build_optimizer.name') == 'adam'
   _common_run_values()
   if not official['batchwise']:
-    assert tuple(_value('config.Evaluation.selections')) == ('instancewise',)
+    assert _value('config.Evaluation.primary') == 'per_sample'
 
 
 def test_core50_preset_binds_the_official_values(parsed):

@@ -29,7 +29,7 @@ def test_resume_mid_task_matches_uninterrupted_run(tmp_path, experiment):
 
 @pytest.mark.parametrize('experiment', EXPERIMENTS)
 def test_one_device_and_mirrored_agree(tmp_path, experiment):
-  bindings = ["config.Evaluation.selections = ('instancewise',)"]
+  bindings = ["config.Evaluation.primary = 'per_sample'"]
   if experiment == 'cifar100_dualprompt':
     bindings.append("prompt_pool.PromptPool.selection = 'instancewise'")
   results = []

@@ -70,7 +70,7 @@ def test_every_experiment_runs_with_local_tiny(tmp_path, experiment):
     assert on_disk['accuracy_matrix'][0][1] is None and not np.isnan(matrix[1]).any()
     assert len(on_disk['avg_acc']) == 2 and on_disk['forgetting'][0] is None
     assert on_disk['final']['avg_acc'] == pytest.approx(np.mean(matrix[1]), abs=1e-3)
-  assert (model_dir / 'accuracy_matrix.csv').read_text().startswith('after_task,')
+  assert (model_dir / 'accuracy_matrix.csv').read_text().startswith('after_task (official protocol),')
   assert (model_dir / 'accuracy_matrix.png').read_bytes()[:4] == b'\x89PNG'
   assert 'config.Training.global_batch_size' in (model_dir / 'config.gin').read_text()
   assert len(on_disk['gin_config_hash']) == 16
@@ -89,7 +89,7 @@ def test_every_experiment_runs_with_local_tiny(tmp_path, experiment):
 
 def test_one_device_and_mirrored_agree(tmp_path):
   bindings = ["prompt_pool.PromptPool.selection = 'instancewise'",
-              "config.Evaluation.selections = ('instancewise',)"]
+              "config.Evaluation.primary = 'per_sample'"]
   results = []
   for name, strategy in (('one', one_device()), ('mirrored', test_util.mirrored_strategy())):
     with tfds.testing.mock_data(num_examples=1000):
@@ -131,6 +131,8 @@ def test_resume_mid_task_matches_uninterrupted_run(tmp_path):
   assert resumed['accuracy_matrix'] == full['accuracy_matrix']
   assert resumed['final'] == full['final']
   assert resumed['prompt_usage_train'] == full['prompt_usage_train']
+  # Every protocol's rows: task 1's come back from results.json (the checkpoint holds the primary matrix only).
+  assert resumed['protocols'] == full['protocols']
 
 
 def test_eval_mode_reproduces_the_final_row(tmp_path):

@@ -11,5 +11,5 @@ module imports only modules above it in this list, and `l2p_tf.cl_metrics`):
   checks before training, metric curves and console lines) and the shared argument checks.
 * `segmented`: `SegmentedBenchmark` (class- / domain-incremental) and `JointBenchmark` (joint-training upper bound).
 * `gaussian`: the Gaussian schedule and `GaussianBenchmark` (task-agnostic).
-* `benchmarks`: the gin factories (`split_cifar100`, `gaussian_cifar100`, `five_datasets`, `domainnet`) and `Limits`.
+* `benchmarks`: the gin factories (`split_cifar100`, `gaussian_cifar100`, `five_datasets`, `four_domains`, `domainnet`) and `Limits`.
 """

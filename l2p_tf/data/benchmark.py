@@ -196,7 +196,8 @@ class ContinualBenchmark:
 
   def eval_dataset(self, i: int, input_context: Optional[tf.distribute.InputContext] = None, *,
                    global_batch_size: int, drop_remainder_of: Optional[int] = None) -> tf.data.Dataset:
-    """Finite evaluation batches {'image', 'label', 'valid'}: every example once, padded to whole global batches.
+    """Finite evaluation batches {'image', 'label', 'valid', 'task'}: every example once, padded to whole global
+    batches; 'task' is `i` for every element (the set the example belongs to).
 
     `drop_remainder_of=n` keeps only the first floor(count / n) * n examples of the set: the official evaluation,
     which drops each test set's last partial global batch of n examples (None: every example).
@@ -204,25 +205,55 @@ class ContinualBenchmark:
     Raises:
       ValueError: a set with fewer than `drop_remainder_of` examples (nothing would be left).
     """
-    self._check_eval(i)
     check_positive('global_batch_size', global_batch_size, allow_none=False)
-    check_positive('drop_remainder_of', drop_remainder_of)
-    part = self._eval_part(i)
-    if drop_remainder_of:
-      keep = part.num_examples // drop_remainder_of * drop_remainder_of
-      if keep == 0:
-        raise ValueError(f'Evaluation set {i} ({self.eval_names[i]}) has {part.num_examples} examples, fewer than '
-                         f'one batch of drop_remainder_of={drop_remainder_of}: dropping the last partial batch '
-                         'leaves none.')
-      if isinstance(part, sources.ArrayPart):
-        part = dataclasses.replace(part, indices=part.indices[:keep])
-      else:
-        part = dataclasses.replace(part, num_examples=keep)
+    part = self._kept_eval_part(i, drop_remainder_of)
     if isinstance(part, sources.ArrayPart):
       return pipelines.array_eval_dataset(part, input_context=input_context, global_batch_size=global_batch_size,
-                                          preprocess=self.preprocess)
+                                          preprocess=self.preprocess, task=i)
     return pipelines.stream_eval_dataset(part, input_context=input_context, global_batch_size=global_batch_size,
-                                              preprocess=self.preprocess)
+                                         preprocess=self.preprocess, task=i)
+
+  def mixed_eval_dataset(self, seen: Sequence[int], input_context: Optional[tf.distribute.InputContext] = None, *,
+                         global_batch_size: int, seed: int = 0,
+                         drop_remainder_of: Optional[int] = None) -> tf.data.Dataset:
+    """The mixed evaluation stream: the union of the evaluation sets `seen` (the examples `eval_dataset` would
+    evaluate), shuffled with the fixed `seed`, so a batch does not know its task. Every element carries its set's
+    index as 'task', from which the evaluator recovers each set's accuracy (`pipelines.mixed_eval_dataset`).
+
+    Raises:
+      ValueError: no set, a set index out of range or repeated, a set emptied by `drop_remainder_of`.
+    """
+    seen = list(seen)
+    if not seen or len(set(seen)) != len(seen):
+      raise ValueError(f'the mixed evaluation stream needs distinct evaluation set indices, got {seen!r}')
+    check_positive('global_batch_size', global_batch_size, allow_none=False)
+    parts = [(i, self._kept_eval_part(i, drop_remainder_of)) for i in seen]
+    return pipelines.mixed_eval_dataset(parts, seed=seed, input_context=input_context,
+                                        global_batch_size=global_batch_size, preprocess=self.preprocess)
+
+  def eval_task_classes(self, i: int) -> Optional[tuple[int, ...]]:
+    """The classes of the task whose test set evaluation set `i` is (its task-incremental logit mask), or None when
+    the evaluation sets are not the tasks' test sets (joint training, task-agnostic streams)."""
+    self._check_eval(i)
+    if self.scenario in ('class_incremental', 'domain_incremental') and len(self.eval_names) == len(self.tasks):
+      return tuple(self.tasks[i].classes)
+    return None
+
+  def _kept_eval_part(self, i: int, drop_remainder_of: Optional[int]) -> sources.Part:
+    """Evaluation set `i`'s part, cut to whole batches of `drop_remainder_of` examples when it is given."""
+    self._check_eval(i)
+    check_positive('drop_remainder_of', drop_remainder_of)
+    part = self._eval_part(i)
+    if not drop_remainder_of:
+      return part
+    keep = part.num_examples // drop_remainder_of * drop_remainder_of
+    if keep == 0:
+      raise ValueError(f'Evaluation set {i} ({self.eval_names[i]}) has {part.num_examples} examples, fewer than '
+                       f'one batch of drop_remainder_of={drop_remainder_of}: dropping the last partial batch '
+                       'leaves none.')
+    if isinstance(part, sources.ArrayPart):
+      return dataclasses.replace(part, indices=part.indices[:keep])
+    return dataclasses.replace(part, num_examples=keep)
 
   # Checks the trainer runs before training.
   def check_classes(self) -> None:

@@ -4,6 +4,8 @@
   joint=True the joint-training upper bound.
 * `gaussian_cifar100`: task-agnostic; the class mix drifts smoothly (math in `l2p_tf.data.gaussian`).
 * `five_datasets`: class-incremental over CIFAR-10, MNIST, SVHN, notMNIST, Fashion-MNIST (labels offset by 10 each).
+* `four_domains`: class-incremental over CIFAR-100 classes 0-9, MNIST, notMNIST (its 10,000-image sample split
+  80/20 with a fixed seed) and Fashion-MNIST, 10 classes each.
 * `domainnet`: domain-incremental over six domains (default) or class-incremental over the pooled domains.
 * `split_imagenet_r`: class-incremental, T tasks of 200/T ImageNet-R classes, the l2p 80/20 cut of its one split.
 * `core50`: domain-incremental, one task per CORe50 training session (all 50 objects), one common test set.
@@ -212,6 +214,73 @@ def five_datasets(*, datasets: Sequence[str] = FIVE_DATASETS, mask: str = 'class
       class_names=sources.LazyNames(data, list(datasets), 10 * len(datasets)), tasks=tasks,
       scenario='class_incremental', eval_names=list(datasets), train_parts=parts(0, limits.max_train_examples_per_task),
       eval_parts=parts(1, limits.max_eval_examples_per_task), mask=mask, epochs=epochs, preprocess=preprocess)
+
+
+FOUR_DOMAINS = ('cifar100_0-9', 'mnist', 'not_mnist', 'fashion_mnist')
+_FOUR_DOMAIN_NAMES = {
+    'cifar100_0-9': ('apple', 'aquarium_fish', 'baby', 'bear', 'beaver', 'bed', 'bee', 'beetle', 'bicycle', 'bottle'),
+    'mnist': tuple(str(d) for d in range(10)),
+    'not_mnist': tuple('ABCDEFGHIJ'),
+    'fashion_mnist': ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag',
+                      'Ankle boot'),
+}
+
+
+def sample_split_part(data: sources.Data, name: str, split_index: int, *, offset: int, test_fraction: float,
+                      split_seed: int, limit: Optional[int] = None, seed: int = 0) -> sources.ArrayPart:
+  """One side of a seeded train / test split of a data set's `test` split (notMNIST's 10,000-image sample):
+  a permutation drawn with `np.random.default_rng(split_seed)`; its last round(n * test_fraction) rows are the test
+  side (split_index 1), the others the training side (0)."""
+  images, labels = data.arrays(name, 'test')
+  perm = np.random.default_rng(split_seed).permutation(len(labels))
+  cut = len(labels) - int(round(len(labels) * test_fraction))
+  rows = np.sort(perm[:cut] if split_index == 0 else perm[cut:]).astype(np.int64)
+  return sources.ArrayPart(images=images, labels=np.asarray(labels, np.int64) + offset,
+                           indices=sources.subsample(rows, limit, seed=seed))
+
+
+def four_domains(*, notmnist_test_fraction: float = 0.2, notmnist_split_seed: int = 0, mask: str = 'class',
+                 epochs: Union[int, float] = 5, seed: int = 0, limits: Limits = Limits(),
+                 preprocess: PreprocessConfig = PreprocessConfig(), data_dir: Optional[str] = None,
+                 manual_dir: Optional[str] = None) -> segmented.SegmentedBenchmark:
+  """Four domains, class-incremental: CIFAR-100 classes 0-9, MNIST, notMNIST, Fashion-MNIST; 10 classes each,
+  labels offset by 10 per task (40 in all). Every image goes to the network input side (32 px: MNIST-style 28 px
+  glyphs are padded, grayscale turned into RGB).
+
+  notMNIST's 10,000-image sample is split into training and test images with a fixed seed
+  (`sample_split_part`: `notmnist_test_fraction` of it, drawn with `notmnist_split_seed`), whether or not a notMNIST
+  training set is present. The other data sets use their official splits.
+
+  Args:
+    notmnist_test_fraction: share of the notMNIST sample held out for testing (0 < f < 1).
+    notmnist_split_seed: seed of that split.
+    mask, epochs, seed, limits, preprocess, data_dir, manual_dir: as `five_datasets`.
+
+  Raises:
+    ValueError: a test fraction outside (0, 1).
+  """
+  if not 0.0 < notmnist_test_fraction < 1.0:
+    raise ValueError(f'notmnist_test_fraction must be in (0, 1), got {notmnist_test_fraction!r}')
+  names = FOUR_DOMAINS[:_limit_tasks(len(FOUR_DOMAINS), limits.max_tasks)]
+  data = sources.Data(data_dir, manual_dir)
+  tasks = [benchmark.Task(index=t, name=n, classes=tuple(range(10 * t, 10 * t + 10))) for t, n in enumerate(names)]
+
+  def part(t: int, name: str, split_index: int, limit: Optional[int]):
+    if name == 'not_mnist':
+      return functools.partial(sample_split_part, data, name, split_index, offset=10 * t,
+                               test_fraction=notmnist_test_fraction, split_seed=notmnist_split_seed, limit=limit,
+                               seed=seed + t)
+    source, classes = ('cifar100', tuple(range(10))) if name == 'cifar100_0-9' else (name, None)
+    return functools.partial(sources.array_part, data, source, split_index, classes=classes, offset=10 * t,
+                             limit=limit, seed=seed + t)
+
+  return segmented.SegmentedBenchmark(
+      name='four_domains', num_classes=10 * len(names),
+      class_names=[f'{n}/{c}' for n in names for c in _FOUR_DOMAIN_NAMES[n]], tasks=tasks,
+      scenario='class_incremental', eval_names=list(names),
+      train_parts=[part(t, n, 0, limits.max_train_examples_per_task) for t, n in enumerate(names)],
+      eval_parts=[part(t, n, 1, limits.max_eval_examples_per_task) for t, n in enumerate(names)],
+      mask=mask, epochs=epochs, preprocess=preprocess)
 
 
 def domainnet(*, protocol: str = 'domain_incremental', domains: Sequence[str] = DOMAINNET_DOMAINS,

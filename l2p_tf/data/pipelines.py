@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -89,16 +89,21 @@ class PreprocessConfig:
     crop: geometry (`preprocessing.resolve_crop`): 'auto' (official: 'pad' at 32 px, 'resized' otherwise), 'pad'
       (pad to image_size + 4, random crop, flip; no resize at test) or 'resized' (random-resized crop; resize and
       centre crop at test; the default, the geometry of runs configured before this option existed).
+    augment: training images are augmented (True); False gives them the evaluation preprocessing (methods that
+      only read features, such as nearest class mean, see the images as at test time).
   """
   image_size: int = 224
   jpeg_round_trip: bool = False
   crop: str = 'resized'
+  augment: bool = True
 
   def __post_init__(self):
     preprocessing.resolve_crop(self.crop, self.image_size)  # Raises on an unknown value.
 
   def train(self, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """Training preprocessing of one uint8 image with its stateless seed."""
+    """Training preprocessing of one uint8 image with its stateless seed (the evaluation one without `augment`)."""
+    if not self.augment:
+      return self.eval(image)
     return preprocessing.preprocess_train(image, seed, image_size=self.image_size, crop=self.crop,
                                           jpeg_round_trip=self.jpeg_round_trip)
 
@@ -180,8 +185,10 @@ def eval_rows(num_examples: int, global_batch_size: int, input_context) -> tuple
 
 
 def array_eval_dataset(part: sources.ArrayPart, *, input_context: Optional[tf.distribute.InputContext],
-                       global_batch_size: int, preprocess: PreprocessConfig = PreprocessConfig()) -> tf.data.Dataset:
-  """Finite evaluation batches {'image', 'label', 'valid'}; see the module docstring for the padding."""
+                       global_batch_size: int, preprocess: PreprocessConfig = PreprocessConfig(),
+                       task: int = 0) -> tf.data.Dataset:
+  """Finite evaluation batches {'image', 'label', 'valid', 'task'}; see the module docstring for the padding.
+  `task` is the evaluation set's index, carried by every element (the evaluator counts per set)."""
   if part.num_examples == 0:
     raise ValueError('evaluation set is empty')
   b, _, _ = _pipeline_geometry(input_context, global_batch_size)
@@ -192,7 +199,7 @@ def array_eval_dataset(part: sources.ArrayPart, *, input_context: Optional[tf.di
 
   def fn(row, ok):
     image = preprocess.eval(tf.gather(images, row))
-    return {'image': image, 'label': tf.gather(labels, row), 'valid': ok}
+    return {'image': image, 'label': tf.gather(labels, row), 'valid': ok, 'task': tf.constant(task, tf.int32)}
 
   ds = tf.data.Dataset.from_tensor_slices((rows, valid))
   return _finish(ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True), b)
@@ -250,7 +257,8 @@ def stream_train_dataset(part: sources.StreamPart, *, steps: int, mask: np.ndarr
 
 
 def stream_eval_dataset(part: sources.StreamPart, *, input_context: Optional[tf.distribute.InputContext],
-                        global_batch_size: int, preprocess: PreprocessConfig = PreprocessConfig()) -> tf.data.Dataset:
+                        global_batch_size: int, preprocess: PreprocessConfig = PreprocessConfig(),
+                        task: int = 0) -> tf.data.Dataset:
   """Finite, padded evaluation batches streamed from tfds (as `array_eval_dataset`)."""
   if part.num_examples == 0:
     raise ValueError('evaluation set is empty')
@@ -267,6 +275,70 @@ def stream_eval_dataset(part: sources.StreamPart, *, input_context: Optional[tf.
   def fn(g, x):
     del g
     image = preprocess.eval(_decode(x[0]))
-    return {'image': image, 'label': tf.cast(x[1], tf.int32), 'valid': x[2]}
+    return {'image': image, 'label': tf.cast(x[1], tf.int32), 'valid': x[2], 'task': tf.constant(task, tf.int32)}
 
   return _finish(ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True), b)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The mixed evaluation stream.
+
+
+def mixed_order(sizes: Sequence[int], seed: int) -> np.ndarray:
+  """Which set each element of the mixed stream comes from: every set k appears sizes[k] times, in an order drawn
+  with `np.random.default_rng(seed)` (a set's own elements keep their order within it)."""
+  choice = np.concatenate([np.full(n, k, np.int64) for k, n in enumerate(sizes)])
+  return np.random.default_rng(seed).permutation(choice)
+
+
+def _set_elements(task: int, part: sources.Part, preprocess: PreprocessConfig, seed: int) -> tf.data.Dataset:
+  """One evaluation set's examples, unbatched and unpadded: {'image', 'label', 'valid', 'task'}; an in-memory set in
+  an order drawn from (seed, task), a streamed one in its file order."""
+  task_t = tf.constant(task, tf.int32)
+  if isinstance(part, sources.ArrayPart):
+    rows = np.random.default_rng([seed, task]).permutation(np.asarray(part.indices, np.int64))
+    images, labels = tf.constant(part.images), tf.constant(np.asarray(part.labels, np.int32))
+    return tf.data.Dataset.from_tensor_slices(rows).map(
+        lambda r: {'image': preprocess.eval(tf.gather(images, r)), 'label': tf.gather(labels, r),
+                   'valid': tf.constant(True), 'task': task_t}, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return part.records().take(part.num_examples).map(
+      lambda x: {'image': preprocess.eval(_decode(x['image'])), 'label': tf.cast(x['label'], tf.int32),
+                 'valid': tf.constant(True), 'task': task_t}, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def mixed_eval_dataset(parts: Sequence[tuple[int, sources.Part]], *, seed: int,
+                       input_context: Optional[tf.distribute.InputContext], global_batch_size: int,
+                       preprocess: PreprocessConfig = PreprocessConfig()) -> tf.data.Dataset:
+  """The union of several evaluation sets as one stream, shuffled with `seed`, so that no batch belongs to one set.
+
+  Args:
+    parts: (evaluation set index, part) pairs; each element carries its set's index as 'task'.
+    seed: the fixed shuffle seed (the same stream on every call and every run).
+    input_context, global_batch_size, preprocess: as `array_eval_dataset`.
+
+  Returns:
+    Finite batches {'image', 'label', 'valid', 'task'}: every example of every part exactly once, padded with
+    `valid=False` examples to a multiple of the global batch.
+  """
+  if not parts:
+    raise ValueError(f'the mixed evaluation stream needs at least one evaluation set, got {list(parts)!r}')
+  sizes = [part.num_examples for _, part in parts]
+  if 0 in sizes:
+    raise ValueError(f'evaluation set {parts[sizes.index(0)][0]} is empty (set sizes {sizes})')
+  b, r, p = _pipeline_geometry(input_context, global_batch_size)
+  order = mixed_order(sizes, seed)
+  n = int(sum(sizes))
+  padded = math.ceil(n / global_batch_size) * global_batch_size
+  size, pad_task = preprocess.image_size, parts[0][0]
+  # Padding is one more source, chosen after every real example (a concatenated padding dataset of the same
+  # structure is refused by tf.data at iterator creation, on TF 2.x's dict flattening of the chosen stream).
+  pad = tf.data.Dataset.range(padded - n).map(
+      lambda _: {'image': tf.zeros((size, size, 3), tf.float32), 'label': tf.constant(0, tf.int32),
+                 'valid': tf.constant(False), 'task': tf.constant(pad_task, tf.int32)})
+  sets = [_set_elements(k, part, preprocess, seed) for k, part in parts] + [pad]
+  choice = np.concatenate([order, np.full(padded - n, len(parts), np.int64)])
+  ds = tf.data.Dataset.choose_from_datasets(sets, tf.data.Dataset.from_tensor_slices(choice),
+                                            stop_on_empty_dataset=False)
+  if r * b != global_batch_size:
+    ds = ds.enumerate().filter(lambda g, x: (g % global_batch_size) // (r * b) == p).map(lambda g, x: x)
+  return _finish(ds, b)

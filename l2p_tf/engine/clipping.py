@@ -112,6 +112,8 @@ class GlobalNormClip:
     sources = self.sources(trainable)
     grads = tape.gradient(loss, sources)
     grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g) for g, v in zip(grads, sources)]
+    if not grads:  # A method with nothing to train (nearest class mean): no gradient, norm 0.
+      return [], tf.zeros([], tf.float32)
     if replica_context is not None:
       grads = replica_context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
     norm = tf.cast(tf.linalg.global_norm(grads), tf.float32)

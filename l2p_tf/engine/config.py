@@ -11,6 +11,7 @@ from typing import Optional, Sequence, Union
 
 from l2p_tf import gin_utils
 from l2p_tf.engine import clipping
+from l2p_tf.engine import evaluator as evaluator_lib
 
 
 def check_types(settings) -> None:
@@ -53,17 +54,24 @@ class Evaluation:
 
   Attributes:
     batch_size: examples per evaluation step over all replicas (None: the training batch).
-    selections: prompt-selection modes evaluated; the first fills the accuracy matrix, the others are reported
-      beside it (methods without a prompt pool evaluate the first only).
+    protocols: evaluation protocols run after every task (`engine.evaluator.PROTOCOLS`): 'official' (each task's
+      test set on its own, batchwise prompt vote), 'per_sample' (the same sets, instancewise selection), 'mixed'
+      (the seen tasks' test sets shuffled together with `mixed_seed`, batchwise vote). All are reported side by side.
+    primary: the protocol that fills the accuracy matrix (results.json's 'accuracy_matrix', the CSV / PNG files, the
+      checkpointed matrix and the console table, whose headers name it).
+    mixed_seed: shuffle seed of the mixed stream (fixed: the same stream on every evaluation and every run).
     drop_remainder: evaluate only the first floor(n / global_batch_size) * global_batch_size examples of each test
       set, as the official evaluation (which drops each set's last partial batch); False evaluates every one.
   """
   batch_size: Optional[int] = None
-  selections: Sequence[str] = ('batchwise',)
+  protocols: Sequence[str] = ('official', 'per_sample', 'mixed')
+  primary: str = 'official'
+  mixed_seed: int = 0
   drop_remainder: bool = False
 
   def __post_init__(self):
     check_types(self)
+    evaluator_lib.check_protocols(tuple(self.protocols), self.primary)
 
 
 @dataclasses.dataclass(frozen=True)

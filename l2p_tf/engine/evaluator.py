@@ -1,13 +1,35 @@
-"""Evaluates any method on distributed evaluation datasets.
+"""Evaluates any method on distributed evaluation datasets, under the three evaluation protocols.
 
 Every test example counts exactly once: the input pipeline pads the last batch and marks padding `valid=False`;
 padded examples are excluded from the accuracy, from the prompt-selection histogram and (through `Method.predict`'s
-`valid`) from anything that pools over the batch, such as L2P's batchwise prompt vote.
+`valid`) from anything that pools over the batch, such as L2P's batchwise prompt vote. Every example also carries
+the index of its evaluation set ('task'), so the counts are kept per set even when a batch mixes sets.
+
+Protocols (`PROTOCOLS`; `config.Evaluation.protocols` and `.primary` choose which run and which fills the accuracy
+matrix):
+
+* 'official': each task's test set on its own, batchwise prompt vote (the official L2P evaluation: a batch is always
+  single-task, so the vote can leak the task's identity).
+* 'per_sample': the same sets, each example selecting its own prompts (instancewise).
+* 'mixed': the union of the seen tasks' test sets as one stream shuffled with a fixed seed
+  (`ContinualBenchmark.mixed_eval_dataset`), batchwise vote: no batch knows its task. Each set's accuracy is
+  recovered from the examples' set indices.
+
+Besides the class-incremental accuracy, every protocol counts per set:
+
+* task-incremental accuracy: the argmax over the logits of the set's own task's classes only
+  (`ContinualBenchmark.eval_task_classes`); equal to the class-incremental accuracy where no task matches a set.
+* task-identification accuracy (methods with a prompt pool): the share of examples whose selected prompts are all
+  among their task's prompts. Task t's prompts are the `top_k` prompts task t selected most often in training
+  (`Method.prompt_usage()` row t; ties go to the lower id). With the task-wise prompt mask on, training selects
+  exactly the mask's ids [tN, (t+1)N), so the definition gives the mask ids. None for a task that never selected
+  a prompt, and where the sets are not the tasks' test sets.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import dataclasses
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -15,21 +37,64 @@ import tensorflow as tf
 from l2p_tf.methods import base as method_base
 
 SELECTIONS = ('batchwise', 'instancewise')
+PROTOCOLS = ('official', 'per_sample', 'mixed')
+# (prompt selection, stream) of each protocol.
+PROTOCOL_SETTINGS = {'official': ('batchwise', 'per_task'), 'per_sample': ('instancewise', 'per_task'),
+                     'mixed': ('batchwise', 'mixed')}
+COUNTS = ('correct', 'til_correct', 'count', 'task_id_correct')
+
+
+def check_protocols(protocols: Sequence[str], primary: str) -> None:
+  """Raises ValueError quoting the value when a protocol is unknown, repeated, or `primary` is not among them."""
+  if not protocols:
+    raise ValueError(f'protocols must name at least one evaluation protocol of {PROTOCOLS}, got {protocols!r}.')
+  for p in protocols:
+    if p not in PROTOCOLS:
+      raise ValueError(f'Unknown evaluation protocol {p!r}; use one of {PROTOCOLS}.')
+  if len(set(protocols)) != len(protocols):
+    raise ValueError(f'protocols names a protocol twice: {tuple(protocols)!r}.')
+  if primary not in protocols:
+    raise ValueError(f'primary={primary!r} is not among the evaluated protocols {tuple(protocols)!r}.')
+
+
+def task_prompt_sets(usage: Optional[np.ndarray], top_k: int, num_sets: int) -> Optional[np.ndarray]:
+  """bool (num_sets, pool_size): row t marks task t's prompts, the `top_k` prompts task t selected most often in
+  training (ties: the lower id); a row of a task without recorded usage (or beyond the usage rows) is all False.
+  None without a pool."""
+  if usage is None or not top_k:
+    return None
+  usage = np.asarray(usage, np.float64)
+  sets = np.zeros((num_sets, usage.shape[1]), bool)
+  for t in range(min(num_sets, usage.shape[0])):
+    if usage[t].sum() > 0:
+      sets[t, np.argsort(-usage[t], kind='stable')[:top_k]] = True
+  return sets
+
+
+def class_masks(set_classes: Sequence[Optional[Sequence[int]]], num_classes: int) -> np.ndarray:
+  """bool (num_sets, num_classes): each set's task-incremental logit mask (all classes where the set has none)."""
+  masks = np.ones((len(set_classes), num_classes), bool)
+  for i, classes in enumerate(set_classes):
+    if classes is not None:
+      masks[i] = False
+      masks[i, list(classes)] = True
+  return masks
 
 
 class Evaluator:
-  """Counts correct predictions and prompt selections.
+  """Counts correct predictions (class- and task-incremental), task identifications and prompt selections per set.
 
   Args:
     strategy: the method's strategy.
     method: a built `Method`.
-    selections: prompt-selection modes to evaluate ('batchwise', 'instancewise'); the first is the primary one (the
-      accuracy matrix); the others are reported beside it. A method without a prompt pool is evaluated once, under
-      the first name.
+    selections: prompt-selection modes to evaluate ('batchwise', 'instancewise'); the first is the primary one. A
+      method without a prompt pool is evaluated once, under the first name.
+    set_masks: bool (num_sets, num_classes), each evaluation set's task-incremental logit mask; None: one set, no
+      task-incremental mask (task-incremental = class-incremental).
   """
 
   def __init__(self, *, strategy: tf.distribute.Strategy, method: method_base.Method,
-               selections: Sequence[str] = ('batchwise',)):
+               selections: Sequence[str] = ('batchwise',), set_masks: Optional[np.ndarray] = None):
     if not selections:
       raise ValueError('selections must name at least one prompt-selection mode, got an empty sequence.')
     for s in selections:
@@ -38,48 +103,179 @@ class Evaluator:
     self.strategy = strategy
     self.method = method
     self.pool_size = method.pool_size
+    self.set_masks = None if set_masks is None else np.asarray(set_masks, bool)
+    self.num_sets = 1 if set_masks is None else len(self.set_masks)
     self.selections = tuple(selections) if self.pool_size else (selections[0],)
     self._steps = {s: tf.function(self._make_step(s if self.pool_size else None)) for s in self.selections}
 
   def _make_step(self, selection) -> Callable:
-    def replica_fn(batch):
+    num_sets, pool = self.num_sets, max(self.pool_size, 1)
+
+    def replica_fn(batch, masks, prompt_sets):
       out = self.method.predict(batch['image'], valid=batch['valid'], selection=selection)
       valid = tf.cast(batch['valid'], tf.float32)
-      pred = tf.argmax(out['logits'], axis=-1, output_type=tf.int32)
-      correct = tf.reduce_sum(tf.cast(tf.equal(pred, tf.cast(batch['label'], tf.int32)), tf.float32) * valid)
-      count = tf.reduce_sum(valid)
+      task = batch['task'] if 'task' in batch else tf.zeros_like(batch['label'], tf.int32)
+      task = tf.cast(task, tf.int32)
+      label = tf.cast(batch['label'], tf.int32)
+      logits = tf.cast(out['logits'], tf.float32)
+      correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), label), tf.float32) * valid
+      own = tf.gather(masks, task) if masks is not None else tf.ones_like(logits, tf.bool)
+      til_logits = tf.where(own, logits, tf.fill(tf.shape(logits), float('-inf')))
+      til = tf.cast(tf.equal(tf.argmax(til_logits, axis=-1, output_type=tf.int32), label), tf.float32) * valid
       if self.pool_size:
-        ids = out['prompt_ids']
-        weights = tf.broadcast_to(valid[:, None], tf.shape(ids))
-        hist = tf.math.bincount(ids, weights=weights, minlength=self.pool_size, maxlength=self.pool_size,
-                                dtype=tf.float32)
+        ids = tf.cast(out['prompt_ids'], tf.int32)
+        hits = tf.gather(tf.gather(prompt_sets, task), ids, batch_dims=1)  # (b, N): selected prompt is the task's.
+        task_id = tf.cast(tf.reduce_all(hits, axis=1), tf.float32) * valid
+        hist = tf.reduce_sum(tf.one_hot(ids, pool, dtype=tf.float32), axis=1) * valid[:, None]
       else:
-        hist = tf.zeros([1], tf.float32)
-      return correct, count, hist
+        task_id = tf.zeros_like(valid)
+        hist = tf.zeros([tf.shape(valid)[0], pool], tf.float32)
+      per_set = lambda x: tf.math.unsorted_segment_sum(x, task, num_sets)
+      return per_set(correct), per_set(til), per_set(valid), per_set(task_id), per_set(hist)
 
-    def step(batch):
-      per_replica = self.strategy.run(replica_fn, args=(batch,))
+    def step(batch, masks, prompt_sets):
+      per_replica = self.strategy.run(replica_fn, args=(batch, masks, prompt_sets))
       return tuple(self.strategy.reduce(tf.distribute.ReduceOp.SUM, x, axis=None) for x in per_replica)
 
     return step
 
-  def evaluate(self, dataset) -> dict[str, dict]:
-    """Evaluates one distributed dataset in every selection mode.
+  def evaluate(self, dataset, *, task_prompts: Optional[np.ndarray] = None,
+               selections: Optional[Sequence[str]] = None) -> dict[str, dict]:
+    """Evaluates one distributed dataset in every selection mode (or those of `selections`).
+
+    Args:
+      dataset: distributed batches {'image', 'label', 'valid'} and optionally 'task' (the set index; default 0).
+      task_prompts: bool (num_sets, pool_size) from `task_prompt_sets`, for the task-identification counts (None:
+        none are counted).
+      selections: a subset of `self.selections` (default: all).
 
     Returns:
-      {selection: {'accuracy': percent, 'correct': int, 'count': int, 'prompt_histogram': np.ndarray (M,)}}.
+      {selection: {'accuracy': percent, 'correct': int, 'count': int, 'prompt_histogram': np.ndarray (M,),
+      'per_set': {'correct', 'til_correct', 'count', 'task_id_correct': float (num_sets,),
+      'histogram': float (num_sets, M)}}}.
     """
+    masks = None if self.set_masks is None else tf.constant(self.set_masks)
+    prompt_sets = tf.constant(task_prompts if task_prompts is not None else
+                              np.zeros((self.num_sets, max(self.pool_size, 1)), bool))
     results = {}
-    for selection, step in self._steps.items():
-      correct = count = 0.0
-      hist = np.zeros([max(self.pool_size, 1)], np.float64)
+    for selection in (selections or self.selections):
+      sums = [np.zeros(self.num_sets, np.float64) for _ in COUNTS] + [
+          np.zeros((self.num_sets, max(self.pool_size, 1)), np.float64)]
       for batch in dataset:
-        c, n, h = step(batch)
-        correct += float(c)
-        count += float(n)
-        hist += h.numpy()
+        for acc, x in zip(sums, self._steps[selection](batch, masks, prompt_sets)):
+          acc += x.numpy()
+      per_set = dict(zip(COUNTS + ('histogram',), sums))
+      correct, count = per_set['correct'].sum(), per_set['count'].sum()
       if count == 0:
         raise ValueError('The evaluation dataset has no valid examples; check the task and its test split.')
+      per_set['histogram'] = per_set['histogram'][:, :self.pool_size]
       results[selection] = {'accuracy': 100.0 * correct / count, 'correct': int(correct), 'count': int(count),
-                            'prompt_histogram': hist[:self.pool_size]}
+                            'prompt_histogram': per_set['histogram'].sum(0), 'per_set': per_set}
     return results
+
+
+@dataclasses.dataclass
+class ProtocolRow:
+  """One protocol's results after one training segment, per evaluation set (NaN where not evaluated).
+
+  Attributes:
+    accuracy: class-incremental accuracy (%) per set.
+    til: task-incremental accuracy (%) per set.
+    task_id: task-identification accuracy (%) per set (NaN without a pool or without task prompts).
+    count: examples evaluated per set.
+    histograms: {set name: prompt-selection counts}.
+  """
+  accuracy: np.ndarray
+  til: np.ndarray
+  task_id: np.ndarray
+  count: np.ndarray
+  histograms: dict
+
+
+class ProtocolEvaluator:
+  """Runs the configured protocols over a benchmark's evaluation sets after each training segment.
+
+  Args:
+    strategy, method: as `Evaluator`.
+    benchmark: the `ContinualBenchmark` (evaluation sets, mixed stream, task classes).
+    protocols: the protocols to run (`PROTOCOLS`).
+    batch_size: global evaluation batch.
+    drop_remainder_of: the official last-partial-batch drop (see `ContinualBenchmark.eval_dataset`); the mixed
+      stream holds the same examples.
+    mixed_seed: the mixed stream's shuffle seed.
+  """
+
+  def __init__(self, *, strategy: tf.distribute.Strategy, method: method_base.Method, benchmark,
+               protocols: Sequence[str], batch_size: int, drop_remainder_of: Optional[int] = None,
+               mixed_seed: int = 0):
+    check_protocols(protocols, protocols[0] if protocols else '')
+    self.strategy, self.method, self.bench = strategy, method, benchmark
+    self.protocols = tuple(protocols)
+    self.batch_size, self.drop_remainder_of, self.mixed_seed = batch_size, drop_remainder_of, mixed_seed
+    self.set_classes = [benchmark.eval_task_classes(i) for i in range(len(benchmark.eval_names))]
+    self.task_aligned = all(c is not None for c in self.set_classes)
+    selections = sorted({PROTOCOL_SETTINGS[p][0] for p in self.protocols}, key=SELECTIONS.index)
+    self.evaluator = Evaluator(strategy=strategy, method=method, selections=selections,
+                               set_masks=class_masks(self.set_classes, benchmark.num_classes))
+    self._datasets = {}
+
+  def _dataset(self, key):
+    if key not in self._datasets:
+      if key[0] == 'set':
+        fn = lambda ctx: self.bench.eval_dataset(key[1], ctx, global_batch_size=self.batch_size,
+                                                 drop_remainder_of=self.drop_remainder_of)
+      else:  # The stream of the previous task's seen sets is not needed again.
+        self._datasets = {k: v for k, v in self._datasets.items() if k[0] != 'mixed'}
+        fn = lambda ctx: self.bench.mixed_eval_dataset(list(key[1]), ctx, global_batch_size=self.batch_size,
+                                                       seed=self.mixed_seed, drop_remainder_of=self.drop_remainder_of)
+      self._datasets[key] = self.strategy.distribute_datasets_from_function(fn)
+    return self._datasets[key]
+
+  def task_prompts(self, usage: Optional[np.ndarray]) -> Optional[np.ndarray]:
+    """Each task's prompts (`task_prompt_sets`) where the sets are the tasks' test sets; None otherwise."""
+    if not self.task_aligned:
+      return None
+    return task_prompt_sets(usage, getattr(self.method, 'prompts_per_image', 0), len(self.bench.eval_names))
+
+  def evaluate_after(self, t: int, usage: Optional[np.ndarray]) -> dict[str, ProtocolRow]:
+    """{protocol: ProtocolRow} after training segment t, over the sets `eval_ids_after(t)`."""
+    seen = self.bench.eval_ids_after(t)
+    prompts = self.task_prompts(usage)
+    per_set = {}  # (selection, stream) -> per-set counts
+    for p in self.protocols:
+      key = self._key(p)
+      if key in per_set:  # A method without a pool: 'official' and 'per_sample' are one evaluation.
+        continue
+      selection, stream = key
+      if stream == 'mixed':
+        per_set[key] = self.evaluator.evaluate(self._dataset(('mixed', tuple(seen))), task_prompts=prompts,
+                                               selections=(selection,))[selection]['per_set']
+      else:
+        sums = None
+        for i in seen:
+          res = self.evaluator.evaluate(self._dataset(('set', i)), task_prompts=prompts,
+                                        selections=(selection,))[selection]['per_set']
+          sums = res if sums is None else {k: sums[k] + res[k] for k in sums}
+        per_set[key] = sums
+    return {p: self._row(per_set[self._key(p)], seen, prompts) for p in self.protocols}
+
+  def _key(self, protocol: str) -> tuple[str, str]:
+    """(selection, stream) the protocol evaluates with this method (one mode for a method without a pool)."""
+    selection, stream = PROTOCOL_SETTINGS[protocol]
+    sel = self.evaluator.selections
+    return (selection if selection in sel else sel[0]), stream
+
+  def _row(self, counts: dict, seen: Sequence[int], prompts: Optional[np.ndarray]) -> ProtocolRow:
+    n = len(self.bench.eval_names)
+    row = ProtocolRow(accuracy=np.full(n, np.nan), til=np.full(n, np.nan), task_id=np.full(n, np.nan),
+                      count=np.full(n, np.nan), histograms={})
+    for i in seen:
+      count = counts['count'][i]
+      row.count[i] = count
+      row.accuracy[i] = 100.0 * counts['correct'][i] / count
+      row.til[i] = 100.0 * counts['til_correct'][i] / count
+      if self.method.pool_size and prompts is not None and prompts[i].any():
+        row.task_id[i] = 100.0 * counts['task_id_correct'][i] / count
+      if self.method.pool_size:
+        row.histograms[self.bench.eval_names[i]] = counts['histogram'][i].tolist()
+    return row

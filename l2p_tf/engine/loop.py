@@ -127,14 +127,16 @@ class ContinualRun:
         global_step=self.state.global_step, trainer=self.trainer, strategy=strategy,
         steps_per_loop=cadence.steps_per_loop, checkpoint_manager=self.manager,
         summary_dir=os.path.join(summary_root, 'train'), train_actions=[self.progress])
-    self.evaluator = evaluator_lib.Evaluator(strategy=strategy, method=self.method, selections=evaluation.selections)
+    self.evals = evaluator_lib.ProtocolEvaluator(  # The protocols, side by side (engine/evaluator.py).
+        strategy=strategy, method=self.method, benchmark=self.bench, protocols=evaluation.protocols,
+        batch_size=self.eval_batch_size, drop_remainder_of=self.eval_drop_remainder_of,
+        mixed_seed=evaluation.mixed_seed)
     self.reporter = reporting.Reporter(model_dir=model_dir, chief=writes, summary_root=summary_root, built=built,
                                        run_info=reporting.run_info(built, config_hash))
-    num_eval = len(self.bench.eval_names)
-    self.record = reporting.EvalRecord(
-        extra_matrices={s: np.full((built.num_tasks, num_eval), np.nan) for s in self.evaluator.selections[1:]})
+    self.record = reporting.EvalRecord.create(evaluation.protocols, evaluation.primary, built.num_tasks,
+                                              len(self.bench.eval_names))
+    self.reporter.restore_record(self.record, self.tasks_done)  # A resume: the rows before the checkpoint.
     self.acc = self.state.accuracy_matrix.numpy().astype(np.float64)
-    self._eval_datasets = {}
 
   @property
   def tasks_done(self) -> int:
@@ -230,7 +232,7 @@ class ContinualRun:
     res = self.results(self.acc, t + 1, usage)
     png = self.reporter.write_files(res, self.acc, t + 1)
     self.reporter.summarize_task(t, self.acc, res, usage, self.record, png, self.state.step)
-    for line in self.bench.progress_lines(t, self.acc, res['final']):
+    for line in self.reporter.task_lines(t, self.acc, res):
       say(line)
     return res
 
@@ -250,30 +252,19 @@ class ContinualRun:
     self.wall_start = time.time()
 
   # -- Evaluation -------------------------------------------------------------------------------------------------
-  def eval_dataset(self, i: int):
-    if i not in self._eval_datasets:
-      self._eval_datasets[i] = self.strategy.distribute_datasets_from_function(
-          lambda ctx: self.bench.eval_dataset(i, ctx, global_batch_size=self.eval_batch_size,
-                                              drop_remainder_of=self.eval_drop_remainder_of))
-    return self._eval_datasets[i]
-
   def evaluate_after(self, t: int) -> np.ndarray:
-    """Accuracy row after training segment t: every evaluation set it calls for (others NaN)."""
-    row = np.full(len(self.bench.eval_names), np.nan)
+    """Every protocol's evaluation after training segment t (recorded); returns the primary accuracy row."""
+    start = time.perf_counter()
+    rows = self.evals.evaluate_after(t, self.method.prompt_usage())
+    self.record.add(t, rows)
+    primary = rows[self.record.primary].accuracy
     for i in self.bench.eval_ids_after(t):
-      start = time.perf_counter()
-      res = self.evaluator.evaluate(self.eval_dataset(i))
-      primary = res[self.evaluator.selections[0]]
-      row[i] = primary['accuracy']
-      self.record.histograms[self.bench.eval_names[i]] = primary['prompt_histogram'].tolist()
-      for s in self.evaluator.selections[1:]:
-        self.record.extra_matrices[s][t, i] = res[s]['accuracy']
-      seconds = time.perf_counter() - start
-      say(f'{reporting.stamp()} eval after task {t + 1}: {self.bench.eval_names[i]} {primary["accuracy"]:.2f}% of '
-          f'{primary["count"]} images ({seconds:.1f}s)')
-      logging.info('eval after task %d on %s: %.2f%% of %d (%.1fs)', t, self.bench.eval_names[i],
-                   primary['accuracy'], primary['count'], seconds)
-    return row
+      say(f'{reporting.stamp()} eval after task {t + 1}: {self.bench.eval_names[i]} {primary[i]:.2f}% '
+          f'({self.record.primary} protocol)')
+      logging.info('eval after task %d on %s: %.2f%%', t, self.bench.eval_names[i], primary[i])
+    logging.info('eval after task %d: %s (%.1fs)', t, {p: np.nanmean(r.accuracy) for p, r in rows.items()},
+                 time.perf_counter() - start)
+    return primary
 
   def evaluate_only(self) -> dict:
     """--mode=eval: re-evaluates the newest task trained (the one in progress if training moved past its start)."""
@@ -287,7 +278,7 @@ class ContinualRun:
     acc[t] = self.evaluate_after(t)
     res = self.results(acc, t + 1)
     self.reporter.write_eval_results(res)
-    for line in self.bench.eval_lines(t, acc):
+    for line in self.bench.eval_lines(t, acc) + reporting.protocol_lines(res):
       say(line)
     return res
 

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from l2p_tf import results as results_lib
+from l2p_tf.engine import evaluator as evaluator_lib
 from l2p_tf.engine import run_dir
 from l2p_tf.engine import strategies
 
@@ -85,11 +86,94 @@ class ProgressAction:
         f'ETA task {task_eta}, run {run_eta}')
 
 
+MATRICES = ('accuracy', 'til', 'task_id', 'count')
+
+
 @dataclasses.dataclass
 class EvalRecord:
-  """What evaluations produced besides the primary accuracy matrix (kept for the results files)."""
-  extra_matrices: dict  # {selection: (num_tasks, num_eval) accuracy matrix}
-  histograms: dict = dataclasses.field(default_factory=dict)  # {eval set name: prompt-selection counts}
+  """What the evaluations produced, per protocol (kept for the results files; the primary protocol's accuracy is
+  also the checkpointed accuracy matrix).
+
+  Attributes:
+    primary: the protocol of the accuracy matrix.
+    matrices: {protocol: {'accuracy' | 'til' | 'task_id' | 'count': (num_tasks, num_eval)}}, NaN where not
+      evaluated (see `evaluator.ProtocolRow`).
+    histograms: {eval set name: the primary protocol's prompt-selection counts}.
+  """
+  primary: str
+  matrices: dict
+  histograms: dict = dataclasses.field(default_factory=dict)
+
+  @classmethod
+  def create(cls, protocols, primary: str, num_tasks: int, num_eval: int) -> 'EvalRecord':
+    return cls(primary=primary, matrices={p: {k: np.full((num_tasks, num_eval), np.nan) for k in MATRICES}
+                                          for p in protocols})
+
+  def add(self, t: int, rows: dict) -> None:
+    """Stores the {protocol: evaluator.ProtocolRow} of training segment t."""
+    for p, row in rows.items():
+      for k in MATRICES:
+        self.matrices[p][k][t] = getattr(row, k)
+    self.histograms.update(rows[self.primary].histograms)
+
+  def restore(self, res: dict, done: int) -> None:
+    """Fills the first `done` rows from a results dict written by the same run (a resume)."""
+    for p, saved in (res.get('protocols') or {}).items():
+      for k, key in PROTOCOL_KEYS.items():
+        if p in self.matrices and saved.get(key):
+          rows = np.array([[np.nan if v is None else v for v in r] for r in saved[key][:done]], np.float64)
+          self.matrices[p][k][:len(rows)] = rows
+    self.histograms.update(res.get('prompt_histogram_eval') or {})
+
+
+# results.json key of each recorded matrix, per protocol.
+PROTOCOL_KEYS = {'accuracy': 'accuracy_matrix', 'til': 'task_incremental_matrix', 'task_id': 'task_id_matrix',
+                 'count': 'count_matrix'}
+
+
+def _mean_or_none(values) -> Optional[float]:
+  values = np.asarray(values, np.float64)
+  return None if not len(values) or np.isnan(values).any() else float(np.mean(values))
+
+
+def protocol_results(bench, matrices: dict, done: int, protocol: str, has_pool: bool = True) -> dict:
+  """One protocol's results: its matrices and curves (`metric_curves` plus `til_avg_acc`, `task_id_acc`) and
+  `final`, which adds `avg_incremental_acc` (mean of avg_acc over the tasks so far) and `last_acc` (accuracy over
+  every evaluated example of the last row, i.e. weighted by set size). `selection` is None for a method without a
+  prompt pool."""
+  acc, count = matrices['accuracy'][:done], matrices['count'][:done]
+  curves = bench.metric_curves(acc)
+  rows = len(curves['avg_acc'])
+  curves['til_avg_acc'] = bench.metric_curves(matrices['til'][:done])['avg_acc'][:rows]
+  seen = [bench.eval_ids_after(t) for t in range(rows)]
+  curves['task_id_acc'] = [_mean_or_none(matrices['task_id'][t, seen[t]]) for t in range(rows)]
+  final = {k: (v[-1] if v else None) for k, v in curves.items()}
+  final['avg_incremental_acc'] = _mean_or_none(curves['avg_acc']) if rows else None
+  final['last_acc'] = None
+  if rows:
+    n = count[rows - 1, seen[-1]]
+    final['last_acc'] = float(np.sum(acc[rows - 1, seen[-1]] * n) / np.sum(n)) if np.sum(n) > 0 else None
+  selection, stream = evaluator_lib.PROTOCOL_SETTINGS[protocol]
+  out = {'selection': selection if has_pool else None, 'stream': stream}
+  out.update({key: results_lib.matrix_to_lists(matrices[k][:done]) for k, key in PROTOCOL_KEYS.items()})
+  out.update(curves)
+  out['final'] = final
+  return out
+
+
+def protocol_lines(res: dict) -> list[str]:
+  """The console table of the protocols side by side (the header names the one of the accuracy matrix)."""
+  primary = res.get('primary_protocol')
+  lines = [f'protocols after task {res["tasks_done"]} (accuracy matrix: {primary}; * marks it)',
+           f'{"protocol":<12}{"selection":<14}{"stream":<10}{"avg_acc":>9}{"last_acc":>9}{"avg_inc":>9}'
+           f'{"til_acc":>9}{"task_id":>9}']
+  fmt = lambda v: '-'.rjust(9) if v is None else f'{v:9.2f}'
+  for p, r in (res.get('protocols') or {}).items():
+    f = r['final']
+    lines.append(f'{(p + (" *" if p == primary else "")):<12}{r["selection"] or "-":<14}{r["stream"]:<10}'
+                 + ''.join(fmt(f[k]) for k in ('avg_acc', 'last_acc', 'avg_incremental_acc', 'til_avg_acc',
+                                               'task_id_acc')))
+  return lines
 
 
 class Reporter:
@@ -114,6 +198,18 @@ class Reporter:
         tf.summary.create_noop_writer())
     self.task_writer = tf.summary.create_file_writer(os.path.join(summary_root, 'eval_by_task')) if chief else (
         tf.summary.create_noop_writer())
+
+  def restore_record(self, record: EvalRecord, done: int) -> None:
+    """On a resume (`done` tasks finished), the per-protocol rows of those tasks from the run's results.json (the
+    checkpoint holds the primary accuracy matrix only); nothing when the file is missing or unreadable."""
+    path = os.path.join(self.model_dir, 'results.json')
+    if not done or not tf.io.gfile.exists(path):
+      return
+    try:
+      with tf.io.gfile.GFile(path) as f:
+        record.restore(json.load(f), done)
+    except (ValueError, OSError) as e:
+      say(f'warning: could not read the protocol rows of {path}: {e}')
 
   def write_run_files(self, operative: str, mode: str, step: int) -> None:
     """config.gin (once per run: a resume keeps the stored config it was checked against) and class_names.txt."""
@@ -148,8 +244,13 @@ class Reporter:
         **curves,
         'final': {k: (v[-1] if v else None) for k, v in curves.items()},
     }
-    for s, m in record.extra_matrices.items():
-      out[f'accuracy_matrix_{s}'] = results_lib.matrix_to_lists(m[:done])
+    out['primary_protocol'] = record.primary
+    matrices = {p: dict(m) for p, m in record.matrices.items()}
+    matrices[record.primary]['accuracy'] = acc  # The checkpointed matrix (the same numbers, read back).
+    has_pool = bool(self.built.method.pool_size)
+    out['protocols'] = {p: protocol_results(bench, m, done, p, has_pool) for p, m in matrices.items()}
+    for k in ('avg_incremental_acc', 'last_acc', 'til_avg_acc', 'task_id_acc'):
+      out['final'][k] = out['protocols'][record.primary]['final'][k]
     if usage is not None:
       out['prompt_usage_train'] = usage[:done].astype(int).tolist()
       out['prompt_histogram_eval'] = record.histograms
@@ -163,6 +264,11 @@ class Reporter:
       return None
     return results_lib.write_all(self.model_dir, res, acc[:done], self.names)
 
+  def task_lines(self, t: int, acc: np.ndarray, res: dict) -> list[str]:
+    """Console lines after task t: the accuracy matrix (headed by its protocol) and the protocols side by side."""
+    return ([f'accuracy matrix, {res["primary_protocol"]} protocol (config.Evaluation.primary):']
+            + self.bench.progress_lines(t, acc, res['final']) + protocol_lines(res))
+
   def write_eval_results(self, res: dict) -> None:
     if self.chief:
       results_lib.atomic_write(os.path.join(self.model_dir, 'eval_results.json'), json.dumps(res, indent=2) + '\n')
@@ -171,14 +277,17 @@ class Reporter:
                      png: Optional[bytes], step: int) -> None:
     """TensorBoard after task t, in two runs with the same tags: `eval/` against the global step and `eval_by_task/`
     against the number of tasks done (so runs of different lengths compare task by task). Tags are grouped:
-    `accuracy/task_<i>`, `metrics/<avg_acc|forgetting|backward|learning_acc|avg_acc_<selection>>`,
+    `accuracy/task_<i>` and `metrics/<avg_acc|forgetting|backward|learning_acc>` (the primary protocol),
+    `protocol_<p>/<avg_acc|last_acc|avg_incremental_acc|til_avg_acc|task_id_acc>` (every protocol),
     `prompt_usage/task_<t>` (a histogram with one integer bin per prompt id) and `accuracy_matrix` (an image)."""
     if not self.chief:
       return
     scalars = {f'accuracy/task_{i}': acc[t, i] for i in self.bench.eval_ids_after(t)}
     scalars.update({f'metrics/{k}': res[k][-1] for k in ('avg_acc', 'forgetting', 'backward', 'learning_acc')
                     if res.get(k) and res[k][-1] is not None})
-    scalars.update({f'metrics/avg_acc_{s}': float(np.nanmean(m[t])) for s, m in record.extra_matrices.items()})
+    for p, r in res.get('protocols', {}).items():
+      scalars.update({f'protocol_{p}/{k}': r['final'][k] for k in (
+          'avg_acc', 'last_acc', 'avg_incremental_acc', 'til_avg_acc', 'task_id_acc') if r['final'].get(k) is not None})
     for writer, x in ((self.eval_writer, step), (self.task_writer, t + 1)):
       with writer.as_default():
         for tag, value in scalars.items():
