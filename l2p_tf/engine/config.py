@@ -72,14 +72,24 @@ class Cadence:
 
   Attributes:
     steps_per_loop: steps between train summaries and progress checks (checkpoint cadence is a multiple of it).
+    steps_per_device_loop: train steps per compiled device loop (a `tf.while_loop` inside one `tf.function` call):
+      a positive int or 'auto' (1 on CPU; `steps_per_loop` on GPU / TPU). A stop request and a NaN / Inf loss are
+      checked once per device loop, so a stop comes within that many steps. Device loops are cut at the ends of
+      `steps_per_loop` loops (hence at checkpoints and task ends); results are bit-identical whatever the value.
     log_every_steps: progress-line cadence.
     checkpoint_every_steps: checkpoint cadence within a task (one is also written at every task's end).
     max_checkpoints_to_keep: newest checkpoints kept.
   """
   steps_per_loop: int = 20
+  steps_per_device_loop: Union[int, str] = 'auto'
   log_every_steps: int = 50
   checkpoint_every_steps: int = 500
   max_checkpoints_to_keep: int = 2
 
   def __post_init__(self):
     check_types(self)
+    if self.steps_per_device_loop != 'auto' and (isinstance(self.steps_per_device_loop, bool) or
+                                                 not isinstance(self.steps_per_device_loop, int) or
+                                                 self.steps_per_device_loop < 1):
+      raise ValueError("config.Cadence.steps_per_device_loop must be a positive int or 'auto', got "
+                       f'{self.steps_per_device_loop!r}.')

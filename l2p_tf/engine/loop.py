@@ -117,8 +117,8 @@ class ContinualRun:
         strategy=strategy, method=self.method, optimizer=built.optimizer, global_step=self.state.global_step,
         task_index=self.state.task_index, global_batch_size=self.training.global_batch_size,
         grad_clip_norm=self.training.grad_clip_norm, grad_clip_scope=self.training.grad_clip_scope,
-        jit_compile=self.training.jit_compile,
-        stop_requested=self.preemption.should_stop)
+        jit_compile=self.training.jit_compile, stop_requested=self.preemption.should_stop,
+        steps_per_loop=cadence.steps_per_device_loop, accelerator_steps=cadence.steps_per_loop)
     self.progress = reporting.ProgressAction(global_step=self.state.global_step, total_tasks=built.num_tasks,
                                              log_every_steps=cadence.log_every_steps)
     summary_root = self.scratch or model_dir

@@ -79,6 +79,24 @@ def resolve_jit_compile(jit_compile, strategy: Optional[tf.distribute.Strategy] 
   return strategy_device_type(strategy) == 'GPU'
 
 
+def resolve_steps_per_loop(steps_per_loop, strategy: Optional[tf.distribute.Strategy] = None,
+                           accelerator_steps: int = 20) -> int:
+  """Train steps per device loop (engine/trainer.py): a positive int as given; 'auto' is 1 on CPU and
+  `accelerator_steps` (the run's `Cadence.steps_per_loop`: one device call per orbit loop) on GPU / TPU.
+
+  On CPU the host's dispatch is a small share of a step and one step per call keeps stops prompt; on an accelerator
+  a loop of steps hides the host's per-step dispatch and result reads.
+
+  Raises:
+    ValueError: anything other than a positive int or 'auto'.
+  """
+  if steps_per_loop == 'auto':
+    return 1 if strategy_device_type(strategy) == 'CPU' else int(accelerator_steps)
+  if isinstance(steps_per_loop, bool) or not isinstance(steps_per_loop, int) or steps_per_loop < 1:
+    raise ValueError(f"steps_per_loop must be a positive int or 'auto', got {steps_per_loop!r}.")
+  return steps_per_loop
+
+
 @contextlib.contextmanager
 def policy_scope(precision: str, strategy: Optional[tf.distribute.Strategy] = None) -> Iterator[str]:
   """Sets the global tf_keras dtype policy for the layers built inside; yields the resolved policy name.
