@@ -57,10 +57,15 @@ class Evaluation:
       beside it (methods without a prompt pool evaluate the first only).
     drop_remainder: evaluate only the first floor(n / global_batch_size) * global_batch_size examples of each test
       set, as the official evaluation (which drops each set's last partial batch); False evaluates every one.
+    reuse_fixed_features: compute each evaluation set's features of never-trained weights (L2P: the frozen
+      backbone's [CLS] query) once per run and reuse them at its later evaluations, where the method says they are
+      fixed (`Method.frozen_features_are_fixed`); the results are those of recomputing. Kept on the device:
+      (examples, width) float32 per set (CIFAR-100's 10,000 test images x 768 for ViT-B: 31 MB).
   """
   batch_size: Optional[int] = None
   selections: Sequence[str] = ('batchwise',)
   drop_remainder: bool = False
+  reuse_fixed_features: bool = True
 
   def __post_init__(self):
     check_types(self)

@@ -33,8 +33,7 @@ from l2p_tf.engine import trainer as trainer_lib
 
 say = reporting.say
 
-# orbit's Controller both logs and prints a multi-line dict after every loop. Stdout belongs to the progress lines a
-# person reads, so its messages go to the log only (absl INFO); everything it says is still there.
+# orbit's Controller prints a multi-line dict after every loop; stdout is for progress lines, so it goes to the log.
 orbit.controller._log = logging.info  # pylint: disable=protected-access
 
 
@@ -126,7 +125,8 @@ class ContinualRun:
         global_step=self.state.global_step, trainer=self.trainer, strategy=strategy,
         steps_per_loop=cadence.steps_per_loop, checkpoint_manager=self.manager,
         summary_dir=os.path.join(summary_root, 'train'), train_actions=[self.progress])
-    self.evaluator = evaluator_lib.Evaluator(strategy=strategy, method=self.method, selections=evaluation.selections)
+    self.evaluator = evaluator_lib.Evaluator(strategy=strategy, method=self.method, selections=evaluation.selections,
+                                             reuse_fixed_features=evaluation.reuse_fixed_features)
     self.reporter = reporting.Reporter(model_dir=model_dir, chief=writes, summary_root=summary_root, built=built,
                                        run_info=self._run_info(config_hash))
     num_eval = len(self.bench.eval_names)
@@ -266,7 +266,7 @@ class ContinualRun:
     row = np.full(len(self.bench.eval_names), np.nan)
     for i in self.bench.eval_ids_after(t):
       start = time.perf_counter()
-      res = self.evaluator.evaluate(self.eval_dataset(i))
+      res = self.evaluator.evaluate(self.eval_dataset(i), key=i)
       primary = res[self.evaluator.selections[0]]
       row[i] = primary['accuracy']
       self.record.histograms[self.bench.eval_names[i]] = primary['prompt_histogram'].tolist()
