@@ -60,8 +60,8 @@ class Trainer(orbit.StandardTrainer):
     grad_clip_norm: clip the global gradient norm to this value; None or 0 disables clipping.
     grad_clip_scope: whose gradients the clipping norm covers: 'trainable' or 'all' (the frozen parameters' too,
       official); see `clipping.GlobalNormClip`.
-    jit_compile: compile the per-replica step with XLA: True, False or 'auto' (True on GPU; see
-      `precision.resolve_jit_compile`).
+    jit_compile: compile the per-replica step with XLA: True, False or 'auto' (True on GPU and for float32 on CPU;
+      see `precision.resolve_jit_compile`).
     stop_requested: called with the global step before each device loop; True stops (agreed across workers).
     steps_per_loop: steps per device loop (see the module docstring): a positive int or 'auto' (1 on CPU, 20 or
       `accelerator_steps` on GPU / TPU; see `precision.resolve_steps_per_loop`).
@@ -88,7 +88,8 @@ class Trainer(orbit.StandardTrainer):
       self.scalar_metrics = {n: tf_keras.metrics.Mean(n, dtype=tf.float32) for n in method.scalar_names}
       self.accuracy_metric = tf_keras.metrics.SparseCategoricalAccuracy('train_accuracy', dtype=tf.float32)
       self.grad_norm_metric = tf_keras.metrics.Mean('grad_norm', dtype=tf.float32)
-    self.jit_compile = precision_lib.resolve_jit_compile(jit_compile, strategy)
+    policy = getattr(getattr(method, 'model', None), 'dtype_policy', None)
+    self.jit_compile = precision_lib.resolve_jit_compile(jit_compile, strategy, getattr(policy, 'name', None))
     self._replica_step = tf.function(self._replica_step_impl, jit_compile=True) if self.jit_compile else (
         self._replica_step_impl)
     self.steps_per_loop = precision_lib.resolve_steps_per_loop(steps_per_loop, strategy, accelerator_steps)
