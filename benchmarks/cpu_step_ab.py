@@ -8,7 +8,9 @@ Rows (each its own model, optimizer and trainer, built as the runs build them: b
     `vit.MultiHeadDotProductAttention` moved to matmuls; `jit_compile` False);
   * `matmul attention, XLA off`;
   * `matmul attention, XLA on`;
-  * `default ('auto')`: whatever `config.Training.jit_compile = 'auto'` resolves to on this machine.
+  * `default ('auto')`: whatever `config.Training.jit_compile = 'auto'` resolves to on this machine;
+  * with `--device_loop=n` (n > 1), the default again with n steps per device loop
+    (`config.Cadence.steps_per_device_loop`; its 'auto' is 1 on CPU), timed per step.
 
 After warm-up, timed rounds interleave one step of every row, so a machine shared with other jobs loads every row
 alike; medians of wall-clock and of the process's CPU seconds (`time.process_time`, all threads) per step are
@@ -30,6 +32,7 @@ from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 
 _ROUNDS = flags.DEFINE_integer('rounds', 20, 'Timed rounds (one step of every row each).')
+_DEVICE_LOOP = flags.DEFINE_integer('device_loop', 0, 'Also time device loops of this many steps (0: no).')
 
 
 def einsum_attention_call(self, x, training=False):
@@ -52,31 +55,33 @@ def main(argv):
   rows = {}
   matmul_call = vit.MultiHeadDotProductAttention.call
 
-  def add(name, jit, attention_call):
+  def add(name, jit, attention_call, n=1):
     vit.MultiHeadDotProductAttention.call = attention_call
     try:
-      trainer = step_profile.build_trainer(jit)
+      trainer = step_profile.build_trainer(jit, steps_per_loop=n)
 
       def step():
-        float(trainer.train(tf.constant(1, tf.int32))['loss'])
+        float(trainer.train(tf.constant(n, tf.int32))['loss'])
 
       step()  # Traces (with this row's attention) and compiles.
       step()
     finally:
       vit.MultiHeadDotProductAttention.call = matmul_call
-    rows[name] = (step, trainer.jit_compile, [], [])
+    rows[name] = (step, trainer.jit_compile, [], [], n)
 
   add('einsum attention, XLA off (previous default)', False, einsum_attention_call)
   add('matmul attention, XLA off', False, matmul_call)
   add('matmul attention, XLA on', True, matmul_call)
   add("default ('auto')", 'auto', matmul_call)
+  if _DEVICE_LOOP.value > 1:
+    add(f"default ('auto'), device loops of {_DEVICE_LOOP.value} steps", 'auto', matmul_call, _DEVICE_LOOP.value)
   load_before = os.getloadavg()
   for _ in range(_ROUNDS.value):
-    for step, _, walls, cpus in rows.values():
+    for step, _, walls, cpus, n in rows.values():
       w, c = time.perf_counter(), time.process_time()
       step()
-      walls.append(time.perf_counter() - w)
-      cpus.append(time.process_time() - c)
+      walls.append((time.perf_counter() - w) / n)
+      cpus.append((time.process_time() - c) / n)
   load_after = os.getloadavg()
   base_wall = statistics.median(next(iter(rows.values()))[2])
   base_cpu = statistics.median(next(iter(rows.values()))[3])
@@ -84,7 +89,7 @@ def main(argv):
         f'rounds; load average before {load_before[0]:.1f}, after {load_after[0]:.1f}\n')
   print('| row | XLA | step ms (median) | step CPU-s (median) | speed-up, wall | speed-up, CPU-s |')
   print('|---|---|---|---|---|---|')
-  for name, (_, jit, walls, cpus) in rows.items():
+  for name, (_, jit, walls, cpus, _) in rows.items():
     w, c = statistics.median(walls), statistics.median(cpus)
     print(f'| {name} | {"on" if jit else "off"} | {1000 * w:.0f} | {c:.3f} | {base_wall / w:.2f}x | '
           f'{base_cpu / c:.2f}x |')

@@ -35,7 +35,7 @@ _WARMUP = flags.DEFINE_integer('warmup', 3, 'Untimed steps first.')
 _TOP = flags.DEFINE_integer('top', 25, 'Op types shown.')
 
 
-def build_trainer(jit_compile):
+def build_trainer(jit_compile, steps_per_loop=1):
   """The product's model, optimizer and trainer for the flags' variant / size / batch, fed one repeated batch."""
   import gin  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -58,7 +58,8 @@ def build_trainer(jit_compile):
     opt.build(built.method.trainable_variables)
     trainer = trainer_lib.Trainer(
         strategy=strategy, method=built.method, optimizer=opt, global_step=tf.Variable(0, dtype=tf.int64),
-        task_index=tf.Variable(0, dtype=tf.int32), global_batch_size=batch, jit_compile=jit_compile)
+        task_index=tf.Variable(0, dtype=tf.int32), global_batch_size=batch, jit_compile=jit_compile,
+        steps_per_loop=steps_per_loop)
   gin.clear_config()
   rng = np.random.default_rng(0)
   mask = np.zeros((batch, built.benchmark.num_classes), bool)
