@@ -2,8 +2,14 @@ r"""Evaluation time per task with and without the reused query features (`config
 over a whole continual run: prints a table. Not a test.
 
     .venv/bin/python benchmarks/eval_reuse_benchmark.py                        # quickstart (ViT-mini), 5 tasks, mock data
-    .venv/bin/python benchmarks/eval_reuse_benchmark.py --rounds=2 --eval_examples=1000
+    .venv/bin/python benchmarks/eval_reuse_benchmark.py --whole_runs --rounds=2 --eval_examples=1000
 
+Default (in-process A/B): one model, the run's evaluation sets with warm input pipelines, and two evaluators (reuse
+off / on); each of `--ab_rounds` rounds nudges the trainable variables (as training would), forgets the newest set's
+kept features (it is new to the run at its task's end), then times the evaluation of every set by each evaluator in
+turn: the last task's evaluation of a `--tasks`-task run. Medians are printed.
+
+`--whole_runs`:
 Each run is the product's own (`engine.loop.run` on `--gin_file`, default the quickstart: Split CIFAR-100's classes
 0-49 in 5 tasks on the shipped ViT-mini), on tfds mock CIFAR-100 data (random images, the real pipeline), with
 `--train_examples` per task (training is not what is timed) and up to `--eval_examples` test images per task. After
@@ -39,6 +45,8 @@ _MOCK = flags.DEFINE_integer('mock_examples', 10000, 'Examples per split of the 
 _ROUNDS = flags.DEFINE_integer('rounds', 1, 'Rounds of (off, on) runs.')
 _JSON = flags.DEFINE_string('json_out', None, 'Write the per-run times here as JSON.')
 _WORKER = flags.DEFINE_string('worker', None, "Internal: run one configuration ('on' / 'off') and print its times.")
+_WHOLE = flags.DEFINE_bool('whole_runs', False, 'Time whole runs in subprocesses (default: the in-process A/B).')
+_AB_ROUNDS = flags.DEFINE_integer('ab_rounds', 5, 'In-process A/B: interleaved rounds.')
 
 PREFIX = 'EVAL_REUSE_RESULT '
 
@@ -76,6 +84,65 @@ def run_once(reuse: bool) -> dict:
           res['accuracy_matrix'], 'load_before': load, 'load_after': os.getloadavg()}
 
 
+def in_process_ab() -> None:
+  """The last task's evaluation of a T-task run (T sets: T - 1 seen before, one new), reuse off vs on, interleaved
+  in one process on one model and the same warm input pipelines."""
+  import gin  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  from l2p_tf import gin_utils  # pylint: disable=g-import-not-at-top
+  from l2p_tf.engine import config as config_lib  # pylint: disable=g-import-not-at-top
+  from l2p_tf.engine import evaluator as evaluator_lib  # pylint: disable=g-import-not-at-top
+  from l2p_tf.engine import experiment as experiment_lib  # pylint: disable=g-import-not-at-top
+
+  gin_utils.parse(list(_GIN_FILE.value), [f'benchmarks.Limits.max_tasks = {_TASKS.value}',
+                                          f'benchmarks.Limits.max_eval_examples_per_task = {_EVAL.value}',
+                                          *_BINDINGS.value])
+  strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
+  with tfds.testing.mock_data(num_examples=_MOCK.value):
+    spec = gin.get_configurable(experiment_lib.Experiment)()
+    evaluation = gin.get_configurable(config_lib.Evaluation)()
+    built = experiment_lib.build(spec, config_lib.Training(global_batch_size=64), strategy=strategy,
+                                 data_dir=tempfile.mkdtemp(prefix='eval_reuse_'))
+    built.prepare_data()
+    bench, method = built.benchmark, built.method
+    n = len(bench.eval_names)
+    sets = [strategy.distribute_datasets_from_function(
+        lambda ctx, i=i: bench.eval_dataset(i, ctx, global_batch_size=evaluation.batch_size or 64)) for i in range(n)]
+    off = evaluator_lib.Evaluator(strategy=strategy, method=method, selections=evaluation.selections)
+    on = evaluator_lib.Evaluator(strategy=strategy, method=method, selections=evaluation.selections,
+                                 reuse_fixed_features=True)
+    for i in range(n):  # Warm-up: traces, input pipelines, and the kept features of every set.
+      off.evaluate(sets[i])
+      on.evaluate(sets[i], key=i)
+    rng = np.random.default_rng(0)
+    times = {'off': [], 'on': []}
+    load_before = os.getloadavg()
+    for _ in range(_AB_ROUNDS.value):
+      for v in method.trainable_variables:  # "Training" between evaluations: prompts, keys and head change.
+        v.assign(v + 0.01 * rng.normal(size=v.shape).astype(np.float32))
+      on._fixed.pop(n - 1, None)  # pylint: disable=protected-access  # The newest task's set is new to the run.
+      results = {}
+      for name, ev in (('off', off), ('on', on)):
+        start = time.perf_counter()
+        results[name] = [ev.evaluate(sets[i], **({'key': i} if name == 'on' else {})) for i in range(n)]
+        times[name].append(time.perf_counter() - start)
+      assert [r[evaluation.selections[0]]['correct'] for r in results['off']] == [
+          r[evaluation.selections[0]]['correct'] for r in results['on']], 'reuse changed a prediction'
+    load_after = os.getloadavg()
+  a, b = statistics.median(times['off']), statistics.median(times['on'])
+  print(f'\n{_TASKS.value} evaluation sets of up to {_EVAL.value} test images, eval batch {evaluation.batch_size}, '
+        f'selections {tuple(evaluation.selections)}; {_AB_ROUNDS.value} interleaved rounds; load average before '
+        f'{load_before[0]:.1f}, after {load_after[0]:.1f}\n')
+  print('| evaluation after the last task | reuse off s (median) | reuse on s (median) | off / on |')
+  print('|---|---|---|---|')
+  print(f'| {n} sets ({n - 1} seen before, 1 new) | {a:.2f} | {b:.2f} | {a / b:.2f}x |')
+  print(f'\nper round, off: {[round(x, 2) for x in times["off"]]}, on: {[round(x, 2) for x in times["on"]]}; '
+        'correct counts identical in every round.')
+
+
 def _spawn(reuse: bool) -> dict:
   cmd = [sys.executable, os.path.abspath(__file__), f'--worker={"on" if reuse else "off"}',
          *[f'--gin_file={f}' for f in _GIN_FILE.value], *[f'--gin_bindings={b}' for b in _BINDINGS.value],
@@ -92,6 +159,9 @@ def main(argv):
   del argv
   if _WORKER.value:
     print(PREFIX + json.dumps(run_once(_WORKER.value == 'on')), flush=True)
+    return
+  if not _WHOLE.value:
+    in_process_ab()
     return
   runs = []
   for r in range(_ROUNDS.value):

@@ -62,3 +62,13 @@ def test_auto_is_one_step_per_call_on_cpu():
     if not isinstance(bad, str) or bad != 'auto':
       with pytest.raises((ValueError, TypeError)):
         config.Cadence(steps_per_device_loop=bad)
+
+
+def test_a_device_loop_ends_at_its_first_non_finite_step(tmp_path, monkeypatch):
+  from l2p_tf import losses  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(losses, 'pull_loss', lambda reduce_sim, coefficient: tf.constant(float('nan')))
+  with tfds.testing.mock_data(num_examples=1000):
+    # Every step is NaN: the first device loop (steps 1-3) stops after step 1, which the error names.
+    with pytest.raises(preemption.NonFiniteLossError, match=r'in train step 1 \(task 1/2 task_0, step 1/4 '):
+      run_experiment(tmp_path / 'run', 'cifar100_l2p', CADENCE + ['config.Cadence.steps_per_device_loop = 3'],
+                     data_dir=str(tmp_path / 'tfds'))
