@@ -55,7 +55,8 @@ _GIN_FILE = flags.DEFINE_multi_string('gin_file', ['experiments/cifar100_l2p.gin
 _GIN_BINDINGS = flags.DEFINE_multi_string('gin_bindings', [], 'Extra gin bindings.')
 _MODELS = flags.DEFINE_list('models', ['tiny', 'Ti/16', 'S/16', 'B/16'], 'ViT variants.')
 _PRECISIONS = flags.DEFINE_list('precisions', ['float32', 'mixed_bfloat16'], 'float32 | mixed_bfloat16.')
-_XLA = flags.DEFINE_list('xla', ['off', 'on'], 'jit_compile of the step functions: off | on.')
+_XLA = flags.DEFINE_list('xla', ['off', 'on'], "jit_compile of the step functions: off | on | auto (the trainer's "
+                         "per-device default, precision.resolve_jit_compile).")
 _COPIES = flags.DEFINE_list('backbone_copies', ['1'], '1 (shared weights) | 2 (separate frozen query copy).')
 _BATCH = flags.DEFINE_integer('batch_size', 16, 'Images per step (per replica; one replica).')
 _IMAGE_SIZE = flags.DEFINE_integer('image_size', None, 'Input side; default 224, and 32 for the tiny model.')
@@ -127,7 +128,7 @@ def run_row(cfg: dict) -> dict:
 
   load_before = load_average()
   variant, size, batch = cfg['model'], cfg['image_size'], cfg['batch_size']
-  xla = cfg['xla'] == 'on'
+  xla = {'on': True, 'off': False}.get(cfg['xla'], cfg['xla'])
   gin_utils.parse(cfg['gin_files'], list(cfg['gin_bindings']) + [
       f"vit.VisionTransformer.variant = '{variant}'", f'IMAGE_SIZE = {size}'])
 
@@ -162,6 +163,7 @@ def run_row(cfg: dict) -> dict:
   trainer = trainer_lib.Trainer(
       strategy=strategy, method=method, optimizer=opt, global_step=global_step, task_index=task_index,
       global_batch_size=batch, grad_clip_norm=1.0, jit_compile=xla)
+  xla = trainer.jit_compile  # 'auto' resolved, for the other functions too.
 
   rng = np.random.default_rng(0)
   images = tf.constant(rng.uniform(0, 1, (batch, size, size, 3)).astype(np.float32))

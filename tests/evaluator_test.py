@@ -67,3 +67,61 @@ def test_vote_groups_are_per_replica_under_mirrored_strategy():
   ds = _dataset(A + B).unbatch().repeat(2).batch(2 * (A + B))
   res = ev.evaluate(strategy.experimental_distribute_dataset(ds))
   np.testing.assert_array_equal(res['batchwise']['prompt_histogram'], [2 * A, 2 * B, 0, 0])
+
+
+@pytest.mark.parametrize('mirrored', [False, True])
+def test_reused_fixed_features_give_the_results_of_recomputing(mirrored):
+  strategy = test_util.mirrored_strategy() if mirrored else tf.distribute.OneDeviceStrategy('/cpu:0')
+  with strategy.scope():
+    method = _model(16)
+  assert method.frozen_features_are_fixed
+  per_replica = A + B
+  ds = strategy.experimental_distribute_dataset(
+      _dataset(A + B).unbatch().repeat(2).batch(per_replica * strategy.num_replicas_in_sync // 3))
+  selections = ('batchwise', 'instancewise')
+  reusing = evaluator_lib.Evaluator(strategy=strategy, method=method, selections=selections,
+                                    reuse_fixed_features=True)
+  plain = evaluator_lib.Evaluator(strategy=strategy, method=method, selections=selections)
+  calls = []
+  compute = reusing._fixed_step  # pylint: disable=protected-access
+  reusing._fixed_step = lambda batch: calls.append(1) or compute(batch)  # pylint: disable=protected-access
+  rng = np.random.default_rng(1)
+  for _ in range(3):  # Evaluations after "training": the trainable prompts, keys and head change in between.
+    for v in method.trainable_variables:
+      v.assign(rng.normal(size=v.shape).astype(np.float32))
+    got, want = reusing.evaluate(ds, key=0), plain.evaluate(ds)
+    for s in selections:
+      assert got[s]['correct'] == want[s]['correct'] and got[s]['count'] == want[s]['count']
+      np.testing.assert_array_equal(got[s]['prompt_histogram'], want[s]['prompt_histogram'])
+  assert len(calls) == sum(1 for _ in ds) > 1  # One query pass per batch for the whole run, not per evaluation.
+  images = tf.constant(np.concatenate(_images() * 8))
+  for s in selections:
+    np.testing.assert_array_equal(
+        method.predict(images, selection=s, fixed=method.fixed_features(images))['logits'].numpy(),
+        method.predict(images, selection=s)['logits'].numpy())
+
+
+def test_no_reuse_without_a_key_or_for_a_method_whose_features_train():
+  strategy = tf.distribute.OneDeviceStrategy('/cpu:0')
+  with strategy.scope():
+    method = _model(16)
+  ev = evaluator_lib.Evaluator(strategy=strategy, method=method, reuse_fixed_features=True)
+  ev.evaluate(strategy.experimental_distribute_dataset(_dataset(A + B)))
+  assert not ev._fixed  # pylint: disable=protected-access
+  method.model.train_backbone = True  # A trained backbone moves the query: nothing may be kept.
+  assert not method.frozen_features_are_fixed
+  assert not evaluator_lib.Evaluator(strategy=strategy, method=method, reuse_fixed_features=True).reuse
+
+
+def test_a_run_reusing_the_query_features_gives_the_results_of_recomputing(tmp_path):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from tests.runs import run_experiment  # pylint: disable=g-import-not-at-top
+  results = {}
+  with tfds.testing.mock_data(num_examples=1000):
+    for reuse in (True, False):
+      results[reuse] = run_experiment(
+          tmp_path / str(reuse), 'cifar100_l2p',
+          [f'config.Evaluation.reuse_fixed_features = {reuse}',
+           "config.Evaluation.selections = ('batchwise', 'instancewise')"], data_dir=str(tmp_path / 'tfds'))
+  for key in ('accuracy_matrix', 'accuracy_matrix_instancewise', 'final', 'prompt_histogram_eval'):
+    assert key in results[True] and results[True][key] == results[False][key], key

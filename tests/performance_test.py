@@ -132,7 +132,9 @@ def test_precision_resolution():
   assert precision.resolve('float32') == 'float32'
   with pytest.raises(ValueError, match="'fp16'"):
     precision.resolve('fp16')
-  assert precision.resolve_jit_compile('auto', cpu) is False
+  assert precision.resolve_jit_compile('auto', cpu) is True  # float32 on CPU: XLA needs fewer CPU-seconds.
+  assert precision.resolve_jit_compile('auto', cpu, 'float32') is True
+  assert precision.resolve_jit_compile('auto', cpu, 'mixed_bfloat16') is False
   assert precision.resolve_jit_compile(True, cpu) is True
   with pytest.raises(ValueError, match="'yes'"):
     precision.resolve_jit_compile('yes', cpu)

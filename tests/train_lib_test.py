@@ -75,9 +75,9 @@ def test_every_experiment_runs_with_local_tiny(tmp_path, experiment):
   assert 'config.Training.global_batch_size' in (model_dir / 'config.gin').read_text()
   assert len(on_disk['gin_config_hash']) == 16
   eval_tags = event_tags(model_dir / 'eval')
-  assert {'accuracy_0', 'avg_acc', 'accuracy_matrix', 'gin/operative_config'} <= eval_tags
+  assert {'accuracy/task_0', 'metrics/avg_acc', 'accuracy_matrix', 'gin/operative_config'} <= eval_tags
   if experiment not in ONE_TEST_SET:
-    assert {'accuracy_1', 'forgetting', 'backward', 'learning_acc'} <= eval_tags
+    assert {'accuracy/task_1', 'metrics/forgetting', 'metrics/backward', 'metrics/learning_acc'} <= eval_tags
     assert ('prompt_usage/task_0' in eval_tags) == (experiment not in POOL_FREE)
   train_tags = event_tags(model_dir / 'train')
   assert {'loss', 'train_accuracy', 'learning_rate', 'grad_norm', 'images_per_second'} <= train_tags

@@ -32,7 +32,8 @@ class Training:
       frozen backbone's, computed for the norm only: the official code); see `engine/clipping.py`.
     reset_optimizer_per_task: zero the optimizer's step and moments at the start of each task.
     precision: 'float32', 'mixed_bfloat16' or 'auto' (mixed_bfloat16 on TPU / GPU, float32 on CPU).
-    jit_compile: XLA-compile the per-replica step: True, False or 'auto' (on GPU only).
+    jit_compile: XLA-compile the per-replica step: True, False or 'auto' (on GPU, and on CPU for float32; see
+      `precision.resolve_jit_compile`).
     deterministic_ops: TensorFlow's op determinism (bit-exact reruns on GPU; CPU is deterministic anyway).
   """
   global_batch_size: int = 128
@@ -40,7 +41,7 @@ class Training:
   grad_clip_scope: str = 'trainable'
   reset_optimizer_per_task: bool = True
   precision: str = 'auto'
-  jit_compile: Union[bool, str] = False
+  jit_compile: Union[bool, str] = 'auto'
   deterministic_ops: bool = False
 
   def __post_init__(self):
@@ -62,12 +63,17 @@ class Evaluation:
     mixed_seed: shuffle seed of the mixed stream (fixed: the same stream on every evaluation and every run).
     drop_remainder: evaluate only the first floor(n / global_batch_size) * global_batch_size examples of each test
       set, as the official evaluation (which drops each set's last partial batch); False evaluates every one.
+    reuse_fixed_features: compute each evaluation set's features of never-trained weights (L2P: the frozen
+      backbone's [CLS] query) once per run and reuse them at its later evaluations, where the method says they are
+      fixed (`Method.frozen_features_are_fixed`); the results are those of recomputing. Kept on the device:
+      (examples, width) float32 per set (CIFAR-100's 10,000 test images x 768 for ViT-B: 31 MB).
   """
   batch_size: Optional[int] = None
   protocols: Sequence[str] = ('official', 'per_sample', 'mixed')
   primary: str = 'official'
   mixed_seed: int = 0
   drop_remainder: bool = False
+  reuse_fixed_features: bool = True
 
   def __post_init__(self):
     check_types(self)
@@ -80,6 +86,10 @@ class Cadence:
 
   Attributes:
     steps_per_loop: steps between train summaries and progress checks (checkpoint cadence is a multiple of it).
+    steps_per_device_loop: train steps per compiled device loop (a `tf.while_loop` inside one `tf.function` call):
+      a positive int or 'auto' (1 on CPU; `steps_per_loop` on GPU / TPU). A stop request and a NaN / Inf loss are
+      checked once per device loop, so a stop comes within that many steps. Device loops are cut at the ends of
+      `steps_per_loop` loops (hence at checkpoints and task ends); results are bit-identical whatever the value.
     log_every_steps: progress-line cadence in steps.
     log_every_seconds: progress-line cadence in seconds (whichever of the two comes first; checked once per loop of
       `steps_per_loop` steps).
@@ -87,6 +97,7 @@ class Cadence:
     max_checkpoints_to_keep: newest checkpoints kept.
   """
   steps_per_loop: int = 20
+  steps_per_device_loop: Union[int, str] = 'auto'
   log_every_steps: int = 50
   log_every_seconds: float = 60.0
   checkpoint_every_steps: int = 500
@@ -94,3 +105,8 @@ class Cadence:
 
   def __post_init__(self):
     check_types(self)
+    if self.steps_per_device_loop != 'auto' and (isinstance(self.steps_per_device_loop, bool) or
+                                                 not isinstance(self.steps_per_device_loop, int) or
+                                                 self.steps_per_device_loop < 1):
+      raise ValueError("config.Cadence.steps_per_device_loop must be a positive int or 'auto', got "
+                       f'{self.steps_per_device_loop!r}.')

@@ -24,6 +24,13 @@ Besides the class-incremental accuracy, every protocol counts per set:
   (`Method.prompt_usage()` row t; ties go to the lower id). With the task-wise prompt mask on, training selects
   exactly the mask's ids [tN, (t+1)N), so the definition gives the mask ids. None for a task that never selected
   a prompt, and where the sets are not the tasks' test sets.
+
+Frozen work reused: when the method says its fixed features (L2P: the [CLS] query of the frozen backbone) never change
+(`Method.frozen_features_are_fixed`) and `reuse_fixed_features` is on, an evaluation of an evaluation set given a
+`key` computes them once per batch, keeps them on the device (per set: (N, D) float32 for L2P) and hands them to
+`predict` in every selection mode of this and each later evaluation of that set, so a set's query pass runs once per
+run instead of once per selection per evaluation (the mixed stream, different after every task, is not kept). The
+predictions are those of recomputing.
 """
 
 from __future__ import annotations
@@ -91,10 +98,13 @@ class Evaluator:
       method without a prompt pool is evaluated once, under the first name.
     set_masks: bool (num_sets, num_classes), each evaluation set's task-incremental logit mask; None: one set, no
       task-incremental mask (task-incremental = class-incremental).
+    reuse_fixed_features: keep each keyed evaluation set's fixed features for later evaluations (module docstring);
+      used only when the method's `frozen_features_are_fixed`.
   """
 
   def __init__(self, *, strategy: tf.distribute.Strategy, method: method_base.Method,
-               selections: Sequence[str] = ('batchwise',), set_masks: Optional[np.ndarray] = None):
+               selections: Sequence[str] = ('batchwise',), set_masks: Optional[np.ndarray] = None,
+               reuse_fixed_features: bool = False):
     if not selections:
       raise ValueError('selections must name at least one prompt-selection mode, got an empty sequence.')
     for s in selections:
@@ -107,12 +117,16 @@ class Evaluator:
     self.num_sets = 1 if set_masks is None else len(self.set_masks)
     self.selections = tuple(selections) if self.pool_size else (selections[0],)
     self._steps = {s: tf.function(self._make_step(s if self.pool_size else None)) for s in self.selections}
+    self.reuse = bool(reuse_fixed_features) and method.frozen_features_are_fixed
+    self._fixed = {}  # key -> [per-batch fixed features (per-replica values)], in the dataset's batch order.
+    self._fixed_step = tf.function(lambda batch: strategy.run(method.fixed_features, args=(batch['image'],)))
 
   def _make_step(self, selection) -> Callable:
     num_sets, pool = self.num_sets, max(self.pool_size, 1)
 
-    def replica_fn(batch, masks, prompt_sets):
-      out = self.method.predict(batch['image'], valid=batch['valid'], selection=selection)
+    def replica_fn(batch, masks, prompt_sets, fixed):
+      kwargs = {} if fixed is None else {'fixed': fixed}
+      out = self.method.predict(batch['image'], valid=batch['valid'], selection=selection, **kwargs)
       valid = tf.cast(batch['valid'], tf.float32)
       task = batch['task'] if 'task' in batch else tf.zeros_like(batch['label'], tf.int32)
       task = tf.cast(task, tf.int32)
@@ -133,14 +147,14 @@ class Evaluator:
       per_set = lambda x: tf.math.unsorted_segment_sum(x, task, num_sets)
       return per_set(correct), per_set(til), per_set(valid), per_set(task_id), per_set(hist)
 
-    def step(batch, masks, prompt_sets):
-      per_replica = self.strategy.run(replica_fn, args=(batch, masks, prompt_sets))
+    def step(batch, masks, prompt_sets, fixed=None):
+      per_replica = self.strategy.run(replica_fn, args=(batch, masks, prompt_sets, fixed))
       return tuple(self.strategy.reduce(tf.distribute.ReduceOp.SUM, x, axis=None) for x in per_replica)
 
     return step
 
   def evaluate(self, dataset, *, task_prompts: Optional[np.ndarray] = None,
-               selections: Optional[Sequence[str]] = None) -> dict[str, dict]:
+               selections: Optional[Sequence[str]] = None, key=None) -> dict[str, dict]:
     """Evaluates one distributed dataset in every selection mode (or those of `selections`).
 
     Args:
@@ -148,6 +162,12 @@ class Evaluator:
       task_prompts: bool (num_sets, pool_size) from `task_prompt_sets`, for the task-identification counts (None:
         none are counted).
       selections: a subset of `self.selections` (default: all).
+      key: names the evaluation set for the reuse of its fixed features (module docstring; the dataset must give
+        the same batches every time); None reuses nothing.
+
+    Args:
+      dataset: a distributed evaluation dataset (the same batches in the same order every time it is iterated).
+      key: names the evaluation set for the reuse of its fixed features (module docstring); None reuses nothing.
 
     Returns:
       {selection: {'accuracy': percent, 'correct': int, 'count': int, 'prompt_histogram': np.ndarray (M,),
@@ -157,13 +177,20 @@ class Evaluator:
     masks = None if self.set_masks is None else tf.constant(self.set_masks)
     prompt_sets = tf.constant(task_prompts if task_prompts is not None else
                               np.zeros((self.num_sets, max(self.pool_size, 1)), bool))
+    fixed = self.fixed_features(dataset, key)
     results = {}
     for selection in (selections or self.selections):
       sums = [np.zeros(self.num_sets, np.float64) for _ in COUNTS] + [
           np.zeros((self.num_sets, max(self.pool_size, 1)), np.float64)]
+      batches = 0
       for batch in dataset:
-        for acc, x in zip(sums, self._steps[selection](batch, masks, prompt_sets)):
+        out = self._steps[selection](batch, masks, prompt_sets, None if fixed is None else fixed[batches])
+        batches += 1
+        for acc, x in zip(sums, out):
           acc += x.numpy()
+      if fixed is not None and batches != len(fixed):
+        raise ValueError(f'Evaluation set {key!r} gave {batches} batches, its kept features {len(fixed)}: the '
+                         'dataset must give the same batches every time.')
       per_set = dict(zip(COUNTS + ('histogram',), sums))
       correct, count = per_set['correct'].sum(), per_set['count'].sum()
       if count == 0:
@@ -172,6 +199,15 @@ class Evaluator:
       results[selection] = {'accuracy': 100.0 * correct / count, 'correct': int(correct), 'count': int(count),
                             'prompt_histogram': per_set['histogram'].sum(0), 'per_set': per_set}
     return results
+
+
+  def fixed_features(self, dataset, key) -> Optional[list]:
+    """The kept per-batch fixed features of evaluation set `key`, computed on its first evaluation (None: no reuse)."""
+    if not self.reuse or key is None:
+      return None
+    if key not in self._fixed:
+      self._fixed[key] = [self._fixed_step(batch) for batch in dataset]
+    return self._fixed[key]
 
 
 @dataclasses.dataclass
@@ -203,11 +239,12 @@ class ProtocolEvaluator:
     drop_remainder_of: the official last-partial-batch drop (see `ContinualBenchmark.eval_dataset`); the mixed
       stream holds the same examples.
     mixed_seed: the mixed stream's shuffle seed.
+    reuse_fixed_features: keep each evaluation set's fixed features for later evaluations (`Evaluator`).
   """
 
   def __init__(self, *, strategy: tf.distribute.Strategy, method: method_base.Method, benchmark,
                protocols: Sequence[str], batch_size: int, drop_remainder_of: Optional[int] = None,
-               mixed_seed: int = 0):
+               mixed_seed: int = 0, reuse_fixed_features: bool = False):
     check_protocols(protocols, protocols[0] if protocols else '')
     self.strategy, self.method, self.bench = strategy, method, benchmark
     self.protocols = tuple(protocols)
@@ -216,7 +253,8 @@ class ProtocolEvaluator:
     self.task_aligned = all(c is not None for c in self.set_classes)
     selections = sorted({PROTOCOL_SETTINGS[p][0] for p in self.protocols}, key=SELECTIONS.index)
     self.evaluator = Evaluator(strategy=strategy, method=method, selections=selections,
-                               set_masks=class_masks(self.set_classes, benchmark.num_classes))
+                               set_masks=class_masks(self.set_classes, benchmark.num_classes),
+                               reuse_fixed_features=reuse_fixed_features)
     self._datasets = {}
 
   def _dataset(self, key):
@@ -253,8 +291,8 @@ class ProtocolEvaluator:
       else:
         sums = None
         for i in seen:
-          res = self.evaluator.evaluate(self._dataset(('set', i)), task_prompts=prompts,
-                                        selections=(selection,))[selection]['per_set']
+          res = self.evaluator.evaluate(self._dataset(('set', i)), task_prompts=prompts, selections=(selection,),
+                                        key=('set', i))[selection]['per_set']
           sums = res if sums is None else {k: sums[k] + res[k] for k in sums}
         per_set[key] = sums
     return {p: self._row(per_set[self._key(p)], seen, prompts) for p in self.protocols}

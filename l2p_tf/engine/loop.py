@@ -33,8 +33,7 @@ from l2p_tf.engine import trainer as trainer_lib
 
 say = reporting.say
 
-# orbit's Controller both logs and prints a multi-line dict after every loop. Stdout belongs to the progress lines a
-# person reads, so its messages go to the log only (absl INFO); everything it says is still there.
+# orbit's Controller prints a multi-line dict after every loop; stdout is for progress lines, so it goes to the log.
 orbit.controller._log = logging.info  # pylint: disable=protected-access
 
 
@@ -117,8 +116,8 @@ class ContinualRun:
         strategy=strategy, method=self.method, optimizer=built.optimizer, global_step=self.state.global_step,
         task_index=self.state.task_index, global_batch_size=self.training.global_batch_size,
         grad_clip_norm=self.training.grad_clip_norm, grad_clip_scope=self.training.grad_clip_scope,
-        jit_compile=self.training.jit_compile,
-        stop_requested=self.preemption.should_stop)
+        jit_compile=self.training.jit_compile, stop_requested=self.preemption.should_stop,
+        steps_per_loop=cadence.steps_per_device_loop, accelerator_steps=cadence.steps_per_loop)
     self.progress = reporting.ProgressAction(
         global_step=self.state.global_step, total_tasks=built.num_tasks, log_every_steps=cadence.log_every_steps,
         log_every_seconds=cadence.log_every_seconds, total_steps=built.task_starts[-1])
@@ -130,7 +129,7 @@ class ContinualRun:
     self.evals = evaluator_lib.ProtocolEvaluator(  # The protocols, side by side (engine/evaluator.py).
         strategy=strategy, method=self.method, benchmark=self.bench, protocols=evaluation.protocols,
         batch_size=self.eval_batch_size, drop_remainder_of=self.eval_drop_remainder_of,
-        mixed_seed=evaluation.mixed_seed)
+        mixed_seed=evaluation.mixed_seed, reuse_fixed_features=evaluation.reuse_fixed_features)
     self.reporter = reporting.Reporter(model_dir=model_dir, chief=writes, summary_root=summary_root, built=built,
                                        run_info=reporting.run_info(built, config_hash))
     self.record = reporting.EvalRecord.create(evaluation.protocols, evaluation.primary, built.num_tasks,

@@ -61,13 +61,17 @@ def resolve(precision: str, strategy: Optional[tf.distribute.Strategy] = None) -
   return 'mixed_bfloat16' if strategy_device_type(strategy) in ('TPU', 'GPU') else 'float32'
 
 
-def resolve_jit_compile(jit_compile, strategy: Optional[tf.distribute.Strategy] = None) -> bool:
-  """Whether to XLA-compile the train step: True / False as given; 'auto' is True on GPU and False elsewhere.
+def resolve_jit_compile(jit_compile, strategy: Optional[tf.distribute.Strategy] = None,
+                        policy: Optional[str] = None) -> bool:
+  """Whether to XLA-compile the train step: True / False as given; 'auto' is True on GPU, True on CPU for float32
+  (`policy` 'float32' or None) and False on CPU for mixed_bfloat16.
 
-  Not on CPU by default: on the 2-core benchmark machine (docs/benchmarks.md) XLA made the float32 ViT-B/16 step
-  about 10% cheaper per CPU-second but the mixed_bfloat16 one 1.6x dearer (XLA's CPU backend does not use oneDNN's
-  bfloat16 kernels), and its compile time lengthens the short CPU runs (tests, quickstart); set True for long
-  float32 CPU runs. On TPU every step is XLA-compiled whatever this says.
+  On CPU (docs/benchmarks.md, the 2-core benchmark machine): XLA made the float32 quickstart-size step (ViT-mini,
+  32 px, batch 64) need 1.2x fewer CPU-seconds than the same step without it (after the attention moved from einsums
+  to matmuls) and 1.46x fewer than the previous default (einsums, no XLA), and the ViT-B/16 step about 10% fewer;
+  but it made the mixed_bfloat16 step 1.6x dearer (XLA's CPU backend does not use oneDNN's bfloat16 kernels).
+  On a machine shared with other jobs XLA's wall-clock time suffers more than its CPU time (its thread pool waits
+  for preempted workers): set False there. On TPU every step is XLA-compiled whatever this says.
 
   Raises:
     ValueError: anything other than a bool or 'auto'.
@@ -76,7 +80,26 @@ def resolve_jit_compile(jit_compile, strategy: Optional[tf.distribute.Strategy] 
     return jit_compile
   if jit_compile != 'auto':
     raise ValueError(f"jit_compile must be True, False or 'auto', got {jit_compile!r}.")
-  return strategy_device_type(strategy) == 'GPU'
+  device = strategy_device_type(strategy)
+  return device == 'GPU' or (device == 'CPU' and policy in (None, 'float32'))
+
+
+def resolve_steps_per_loop(steps_per_loop, strategy: Optional[tf.distribute.Strategy] = None,
+                           accelerator_steps: int = 20) -> int:
+  """Train steps per device loop (engine/trainer.py): a positive int as given; 'auto' is 1 on CPU and
+  `accelerator_steps` (the run's `Cadence.steps_per_loop`: one device call per orbit loop) on GPU / TPU.
+
+  On CPU the host's dispatch is a small share of a step and one step per call keeps stops prompt; on an accelerator
+  a loop of steps hides the host's per-step dispatch and result reads.
+
+  Raises:
+    ValueError: anything other than a positive int or 'auto'.
+  """
+  if steps_per_loop == 'auto':
+    return 1 if strategy_device_type(strategy) == 'CPU' else int(accelerator_steps)
+  if isinstance(steps_per_loop, bool) or not isinstance(steps_per_loop, int) or steps_per_loop < 1:
+    raise ValueError(f"steps_per_loop must be a positive int or 'auto', got {steps_per_loop!r}.")
+  return steps_per_loop
 
 
 @contextlib.contextmanager

@@ -7,15 +7,19 @@ gradients summed over replicas, a non-finite guard, global-norm clipping over th
 norm only), apply. The step knows nothing of tasks beyond the `task_index` variable it
 hands to the method and the label mask that arrives with the data, so it is traced once for the whole run.
 
-Steps run one `tf.function` call at a time from a Python loop (not a `tf.while_loop` of `steps_per_loop` steps), so
-the main thread returns to Python after every step: a SIGTERM handler runs then, and a stop request or a non-finite
-loss / gradient is acted on before the next step (`StopRequested`, `NonFiniteError`).
+Steps run in device loops of `steps_per_loop` steps: 1 (the CPU default) is one `tf.function` call per step from a
+Python loop; n > 1 is one call of a `tf.while_loop` over up to n steps, so the host dispatches (and waits for) once
+per n steps. The main thread returns to Python after every device loop: a SIGTERM handler runs then, and a stop
+request or a non-finite loss / gradient is acted on before the next loop (`StopRequested`, `NonFiniteError`); a
+device loop ends early at its first non-finite step. The steps are the same ops in the same order whatever n, so
+results are bit-identical to n = 1 (tests/train_loop_test.py). orbit's loop of `Cadence.steps_per_loop` steps (train
+summaries, checkpoints, a task's end) is cut into device loops, the last one clipped, so they never cross it.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import orbit
 import tensorflow as tf
@@ -56,15 +60,19 @@ class Trainer(orbit.StandardTrainer):
     grad_clip_norm: clip the global gradient norm to this value; None or 0 disables clipping.
     grad_clip_scope: whose gradients the clipping norm covers: 'trainable' or 'all' (the frozen parameters' too,
       official); see `clipping.GlobalNormClip`.
-    jit_compile: compile the per-replica step with XLA: True, False or 'auto' (True on GPU; see
-      `precision.resolve_jit_compile`).
-    stop_requested: called with the global step before each step; True stops (agreed across workers).
+    jit_compile: compile the per-replica step with XLA: True, False or 'auto' (True on GPU and for float32 on CPU;
+      see `precision.resolve_jit_compile`).
+    stop_requested: called with the global step before each device loop; True stops (agreed across workers).
+    steps_per_loop: steps per device loop (see the module docstring): a positive int or 'auto' (1 on CPU, 20 or
+      `accelerator_steps` on GPU / TPU; see `precision.resolve_steps_per_loop`).
+    accelerator_steps: what 'auto' means on GPU / TPU (the run passes its orbit loop, `Cadence.steps_per_loop`).
   """
 
   def __init__(self, *, strategy: tf.distribute.Strategy, method: method_base.Method, optimizer,
                global_step: tf.Variable, task_index: tf.Variable, global_batch_size: int,
                grad_clip_norm: Optional[float] = 1.0, grad_clip_scope: str = 'trainable', jit_compile=False,
-               stop_requested: Optional[Callable[[int], bool]] = None):
+               stop_requested: Optional[Callable[[int], bool]] = None, steps_per_loop: Union[int, str] = 1,
+               accelerator_steps: int = 20):
     self.strategy, self.method, self.optimizer = strategy, method, optimizer
     self.global_step, self.task_index, self.global_batch_size = global_step, task_index, global_batch_size
     self.clip = clipping.GlobalNormClip(max_norm=grad_clip_norm, scope=grad_clip_scope,
@@ -76,9 +84,11 @@ class Trainer(orbit.StandardTrainer):
       self.scalar_metrics = {n: tf_keras.metrics.Mean(n, dtype=tf.float32) for n in method.scalar_names}
       self.accuracy_metric = tf_keras.metrics.SparseCategoricalAccuracy('train_accuracy', dtype=tf.float32)
       self.grad_norm_metric = tf_keras.metrics.Mean('grad_norm', dtype=tf.float32)
-    self.jit_compile = precision_lib.resolve_jit_compile(jit_compile, strategy)
+    policy = getattr(getattr(method, 'model', None), 'dtype_policy', None)
+    self.jit_compile = precision_lib.resolve_jit_compile(jit_compile, strategy, getattr(policy, 'name', None))
     self._replica_step = tf.function(self._replica_step_impl, jit_compile=True) if self.jit_compile else (
         self._replica_step_impl)
+    self.steps_per_loop = precision_lib.resolve_steps_per_loop(steps_per_loop, strategy, accelerator_steps)
     self._any_worker = strategies.AnyWorker(strategy)
     self._loop_start = None
     self._loop_steps = 0
@@ -143,23 +153,45 @@ class Trainer(orbit.StandardTrainer):
     self.global_step.assign_add(1)
     return self.strategy.experimental_local_results(finite)[0]  # The same on every replica (all-reduced inputs).
 
-  # -- The per-step loop (see the module docstring). ------------------------------------------------------------------
+  # -- The device loops (see the module docstring). -------------------------------------------------------------------
   def create_train_loop_fn(self):
-    step_fn = tf.function(self.train_step)
+    n = self.steps_per_loop
+    # One traced while-loop serves every loop length (the length is a tensor): a clipped loop at a task's end is not
+    # traced again, and n = 1 runs the very graph n > 1 runs (a separate one-step function is optimised differently
+    # by grappler, which moves results in the last bits).
+    step_fn = tf.function(self._device_loop)
 
     def loop_fn(iterator, num_steps):
-      for _ in range(int(num_steps)):
-        self.run_step(step_fn, iterator)
+      remaining = int(num_steps)
+      while remaining > 0:
+        steps = min(n, remaining)
+        self.run_step(step_fn, iterator, steps)
+        remaining -= steps
 
     return loop_fn
 
-  def run_step(self, step_fn, iterator) -> None:
-    """Checks for a stop request, runs one compiled step, and raises on a non-finite loss or gradient."""
+  def _device_loop(self, iterator, num_steps):
+    """Up to `num_steps` train steps in one `tf.while_loop`; stops after the first non-finite one.
+
+    Returns:
+      (steps run, whether every one was finite).
+    """
+    def body(i, finite):
+      del finite
+      return i + 1, self.train_step(iterator)
+
+    return tf.while_loop(lambda i, finite: tf.logical_and(i < num_steps, finite), body,
+                         (tf.constant(0, tf.int32), tf.constant(True)), parallel_iterations=1)
+
+  def run_step(self, step_fn, iterator, num_steps: int = 1) -> None:
+    """Checks for a stop request, runs one compiled step (or device loop of `num_steps` steps), and raises on a
+    non-finite loss or gradient."""
     step = int(self.global_step.numpy())
     if self.should_stop(step):
       raise StopRequested()
-    if not bool(step_fn(iterator)):
-      raise NonFiniteError(step)
+    done, finite = step_fn(iterator, tf.constant(num_steps, tf.int32))
+    if not bool(finite):
+      raise NonFiniteError(step + int(done) - 1)
 
   def should_stop(self, step: int) -> bool:
     """`stop_requested(step)`, agreed by all workers (any one asking stops all: the next save is collective)."""

@@ -13,7 +13,9 @@ Life cycle, driven by the engine:
                                                              # in the checkpoint, so a resume does not repeat it)
     frozen = method.frozen_features(batch['image'])           # per step, outside the gradient tape (may be None)
     out = method.loss(batch, frozen=frozen, task_index=..., global_batch_size=B, num_replicas=R)   # inside the tape
-    pred = method.predict(images, valid=..., selection=...)  # evaluation and serving
+    pred = method.predict(images, valid=..., selection=...)  # evaluation and serving; with `fixed=` the features
+                                                             # `fixed_features(images)` gave (kept by the evaluator
+                                                             # when `frozen_features_are_fixed`)
     method.end_task(t)                                       # after task t's last step, before its evaluation
 """
 
@@ -86,15 +88,30 @@ class Method:
     """One replica batch's training loss ({'image', 'label', 'label_mask'} batch); runs inside the tape."""
     raise NotImplementedError
 
-  def predict(self, images, *, valid=None, selection: Optional[str] = None) -> dict:
+  def predict(self, images, *, valid=None, selection: Optional[str] = None, fixed: Optional[dict] = None) -> dict:
     """Evaluation / serving: {'logits': (B, C) float32} and, for methods with a pool, 'prompt_ids': (B, N) int32.
 
     Args:
       images: (B, S, S, 3) float32 in [0, 1].
       valid: optional (B,) bool, False for padding examples (they must not influence other examples).
       selection: one of `self.selections`.
+      fixed: `self.fixed_features(images)`, computed earlier (and kept) by the evaluator; None computes them here.
+        The prediction must be the same either way.
     """
     raise NotImplementedError
+
+  @property
+  def frozen_features_are_fixed(self) -> bool:
+    """Whether `fixed_features(images)` depends on the images only, for the whole run (the weights it reads never
+    train). When True the evaluator computes them once per evaluation set and hands them to every later `predict`
+    on that set (`config.Evaluation.reuse_fixed_features`)."""
+    return False
+
+  def fixed_features(self, images) -> Optional[dict]:
+    """Per-example features (first dimension the batch, small: they are kept for whole evaluation sets) of weights
+    that never train, which `predict(..., fixed=...)` takes instead of computing them (None: nothing)."""
+    del images
+    return None
 
   def begin_task(self, t: int) -> None:
     """Called once before task t's first step (not again when a run resumes inside task t: what it changes is

@@ -74,8 +74,19 @@ class L2P(base.Method):
     return base.LossOutput(loss=ce_loss + pull, logits=masked_logits,
                            scalars={'cross_entropy': ce_loss * num_replicas, 'reduce_sim': out['reduce_sim']})
 
-  def predict(self, images, *, valid=None, selection=None) -> dict:
-    out = self.model(images, training=False, valid=valid, **({'selection': selection} if selection else {}))
+  @property
+  def frozen_features_are_fixed(self) -> bool:
+    # The query comes from the frozen backbone's prompt-free pass: fixed while the backbone does not train.
+    return self._pool is not None and not self.model.train_backbone
+
+  def fixed_features(self, images) -> Optional[dict]:
+    if self._pool is None:
+      return None
+    return {'query': self.model.query_pass(images)['query']}  # (B, D) float32; the embedded tokens are not kept.
+
+  def predict(self, images, *, valid=None, selection=None, fixed=None) -> dict:
+    out = self.model(images, training=False, valid=valid, **({'selection': selection} if selection else {}),
+                     **({'query_pass': fixed} if fixed is not None else {}))
     result = {'logits': out['logits']}
     if self._pool is not None:
       result['prompt_ids'] = out['prompt_ids']

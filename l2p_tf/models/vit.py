@@ -97,28 +97,47 @@ class MultiHeadDotProductAttention(tf_keras.layers.Layer):
         name='out')
     self.dropout = tf_keras.layers.Dropout(dropout_rate)
 
+  def _project(self, x2, proj, b, t):
+    """`proj`'s projection of the flattened tokens x2 (b * t, D) -> (b, H, t, K), as one 2-D matmul."""
+    kernel = tf.reshape(tf.cast(proj.kernel, x2.dtype), [x2.shape[-1], self.num_heads * self.head_dim])
+    y = tf.matmul(x2, kernel) + tf.reshape(tf.cast(proj.bias, x2.dtype), [-1])
+    return tf.transpose(tf.reshape(y, [b, t, self.num_heads, self.head_dim]), [0, 2, 1, 3])
+
+  def _prefix_heads(self, p, dtype):
+    """A prefix (B, Lp, D) or (B, Lp, H, Dh) -> (B, H, Lp, Dh), head-major, per sample."""
+    p = tf.cast(p, dtype)
+    if p.shape.rank != 4:
+      p = tf.reshape(p, [tf.shape(p)[0], tf.shape(p)[1], self.num_heads, self.head_dim])
+    return tf.transpose(p, [0, 2, 1, 3])
+
   def call(self, x, training=False, prefix=None):
     """Self-attention over `x` (B, T, D); `prefix` = (key, value), each (B, Lp, D) or (B, Lp, H, Dh), is
     prepended per sample to the projected keys and values (prefix tuning; no projection applied to it)."""
+    # The layers hold the variables (flax's layout); the arithmetic is 2-D and batched matmuls in the (B, H, L, K)
+    # layout, not einsums: oneDNN's einsum (TensorFlow's CPU kernel) transposes its operands on every call, which
+    # made the attention, forward and backward, about half of a ViT-mini step on CPU (benchmarks/step_profile.py).
+    # Forward values are the einsums'; XLA compiles either form to the same dots.
+    for proj in (self.query, self.key, self.value):
+      if not proj.built:
+        proj.build(x.shape)
+    if not self.out.built:
+      self.out.build((None, None, self.num_heads, self.head_dim))
+    b, t, d = tf.shape(x)[0], tf.shape(x)[1], x.shape[-1]
+    x2 = tf.reshape(x, [-1, d])
     # flax scales the query by 1/sqrt(head_dim) before the dot product.
-    q = self.query(x) * tf.cast(1.0 / math.sqrt(self.head_dim), x.dtype)
-    k = self.key(x)
-    v = self.value(x)
+    q = self._project(x2, self.query, b, t) * tf.cast(1.0 / math.sqrt(self.head_dim), x.dtype)
+    k = self._project(x2, self.key, b, t)
+    v = self._project(x2, self.value, b, t)
     if prefix is not None:
-      k = tf.concat([self._heads(prefix[0], x.dtype), k], axis=1)
-      v = tf.concat([self._heads(prefix[1], x.dtype), v], axis=1)
-    scores = tf.einsum('bqhk,bthk->bhqt', q, k)
+      k = tf.concat([self._prefix_heads(prefix[0], x.dtype), k], axis=2)
+      v = tf.concat([self._prefix_heads(prefix[1], x.dtype), v], axis=2)
+    scores = tf.matmul(q, k, transpose_b=True)  # (B, H, Lq, Lt)
     # Softmax in float32 whatever the compute dtype (mixed precision keeps it exact enough).
     weights = tf.cast(tf.nn.softmax(tf.cast(scores, tf.float32), axis=-1), x.dtype)
     weights = self.dropout(weights, training=training)
-    return self.out(tf.einsum('bhqt,bthk->bqhk', weights, v))
-
-  def _heads(self, p, dtype):
-    """(B, Lp, D) -> (B, Lp, H, Dh), head-major (a (B, Lp, H, Dh) input passes through)."""
-    p = tf.cast(p, dtype)
-    if p.shape.rank == 4:
-      return p
-    return tf.reshape(p, [tf.shape(p)[0], tf.shape(p)[1], self.num_heads, self.head_dim])
+    heads = tf.reshape(tf.transpose(tf.matmul(weights, v), [0, 2, 1, 3]), [-1, self.num_heads * self.head_dim])
+    out = tf.matmul(heads, tf.reshape(tf.cast(self.out.kernel, x.dtype), [self.num_heads * self.head_dim, d]))
+    return tf.reshape(out + tf.cast(self.out.bias, x.dtype), [b, t, d])
 
 
 def gelu(x, approximate: bool = True):
