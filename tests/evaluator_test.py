@@ -121,7 +121,6 @@ def test_a_run_reusing_the_query_features_gives_the_results_of_recomputing(tmp_p
     for reuse in (True, False):
       results[reuse] = run_experiment(
           tmp_path / str(reuse), 'cifar100_l2p',
-          [f'config.Evaluation.reuse_fixed_features = {reuse}',
-           "config.Evaluation.selections = ('batchwise', 'instancewise')"], data_dir=str(tmp_path / 'tfds'))
-  for key in ('accuracy_matrix', 'accuracy_matrix_instancewise', 'final', 'prompt_histogram_eval'):
+          [f'config.Evaluation.reuse_fixed_features = {reuse}'], data_dir=str(tmp_path / 'tfds'))
+  for key in ('accuracy_matrix', 'protocols', 'final', 'prompt_histogram_eval'):
     assert key in results[True] and results[True][key] == results[False][key], key
