@@ -55,7 +55,7 @@ def patch(phase: str) -> None:
   elif phase == 'compile':
     trainer.Trainer._replica_step_impl = lambda self, batch: _block('compile')  # pylint: disable=protected-access
   elif phase == 'evaluation':
-    evaluator.Evaluator.evaluate = lambda self, dataset: _block('evaluation')
+    evaluator.Evaluator.evaluate = lambda self, dataset, **kwargs: _block('evaluation')
   elif phase != 'none':
     raise SystemExit(f'unknown phase {phase!r}; use one of {PHASES}')
 

@@ -70,7 +70,8 @@ def test_every_experiment_runs_with_local_tiny(tmp_path, experiment):
     assert on_disk['accuracy_matrix'][0][1] is None and not np.isnan(matrix[1]).any()
     assert len(on_disk['avg_acc']) == 2 and on_disk['forgetting'][0] is None
     assert on_disk['final']['avg_acc'] == pytest.approx(np.mean(matrix[1]), abs=1e-3)
-  assert (model_dir / 'accuracy_matrix.csv').read_text().startswith('after_task (official protocol),')
+  primary = json.loads((model_dir / 'results.json').read_text())['primary_protocol']
+  assert (model_dir / 'accuracy_matrix.csv').read_text().startswith(f'after_task ({primary} protocol),')
   assert (model_dir / 'accuracy_matrix.png').read_bytes()[:4] == b'\x89PNG'
   assert 'config.Training.global_batch_size' in (model_dir / 'config.gin').read_text()
   assert len(on_disk['gin_config_hash']) == 16

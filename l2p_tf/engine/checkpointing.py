@@ -29,6 +29,8 @@ class RunState:
   tasks_done: tf.Variable
   accuracy_matrix: tf.Variable
   wall_time: tf.Variable
+  # Every protocol's recorded matrices (protocols, kinds, tasks, eval sets); added by the loop, which knows them.
+  protocol_matrices: Optional[tf.Variable] = None
 
   @classmethod
   def create(cls, num_tasks: int, num_eval: int) -> 'RunState':
@@ -44,7 +46,14 @@ class RunState:
 
   def variables(self) -> dict[str, tf.Variable]:
     # Not dataclasses.asdict: it deep-copies, and the checkpoint would hold copies of the variables.
-    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) is not None}
+
+  def add_protocol_matrices(self, shape: tuple[int, ...]) -> tf.Variable:
+    """The variable that keeps every protocol's recorded rows in the checkpoint (NaN: not evaluated)."""
+    self.protocol_matrices = tf.Variable(np.full(shape, np.nan, np.float32), trainable=False,
+                                         name='protocol_matrices',
+                                         aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+    return self.protocol_matrices
 
   @property
   def step(self) -> int:

@@ -107,6 +107,9 @@ class ContinualRun:
     # The official evaluation drops each set's last partial batch of the training batch size (off by default).
     self.eval_drop_remainder_of = built.training.global_batch_size if evaluation.drop_remainder else None
     self.scratch = None if chief else strategies.worker_scratch_dir(strategy, model_dir)
+    with strategy.scope():  # Every protocol's rows live in the checkpoint, as the primary accuracy matrix does.
+      self.state.add_protocol_matrices((len(evaluation.protocols), len(reporting.MATRICES), built.num_tasks,
+                                        len(self.bench.eval_names)))
     self.manager = checkpointing.make_manager(
         directory=checkpointing.checkpoint_dir(model_dir, self.scratch), model=self.method.model,
         optimizer=built.optimizer, state=self.state, max_to_keep=cadence.max_checkpoints_to_keep,
@@ -134,7 +137,8 @@ class ContinualRun:
                                        run_info=reporting.run_info(built, config_hash))
     self.record = reporting.EvalRecord.create(evaluation.protocols, evaluation.primary, built.num_tasks,
                                               len(self.bench.eval_names))
-    self.reporter.restore_record(self.record, self.tasks_done)  # A resume: the rows before the checkpoint.
+    self.reporter.restore_record(self.record, self.tasks_done)  # A resume: the histograms before the checkpoint.
+    self.record.load(self.state.protocol_matrices.numpy())  # ... and the protocols' rows, from the checkpoint.
     self.acc = self.state.accuracy_matrix.numpy().astype(np.float64)
 
   @property
@@ -256,6 +260,8 @@ class ContinualRun:
     start = time.perf_counter()
     rows = self.evals.evaluate_after(t, self.method.prompt_usage())
     self.record.add(t, rows)
+    self.state.protocol_matrices.assign(self.record.to_array())
+    self.record.load(self.state.protocol_matrices.numpy())  # What a resumed run reads back, exactly.
     primary = rows[self.record.primary].accuracy
     for i in self.bench.eval_ids_after(t):
       say(f'{reporting.stamp()} eval after task {t + 1}: {self.bench.eval_names[i]} {primary[i]:.2f}% '

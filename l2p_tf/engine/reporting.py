@@ -116,6 +116,16 @@ class EvalRecord:
         self.matrices[p][k][t] = getattr(row, k)
     self.histograms.update(rows[self.primary].histograms)
 
+  def to_array(self) -> np.ndarray:
+    """(protocols, kinds, tasks, sets) float32: what the checkpoint keeps (`RunState.protocol_matrices`)."""
+    return np.stack([np.stack([self.matrices[p][k] for k in MATRICES]) for p in self.matrices]).astype(np.float32)
+
+  def load(self, array: np.ndarray) -> None:
+    """Takes the matrices from `to_array`'s layout (as a resumed run reads them back: float32)."""
+    for i, p in enumerate(self.matrices):
+      for j, k in enumerate(MATRICES):
+        self.matrices[p][k] = np.asarray(array[i, j], np.float64)
+
   def restore(self, res: dict, done: int) -> None:
     """Fills the first `done` rows from a results dict written by the same run (a resume)."""
     for p, saved in (res.get('protocols') or {}).items():

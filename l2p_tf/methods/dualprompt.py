@@ -32,6 +32,10 @@ class DualPrompt(l2p.L2P):
 
   name = 'DualPrompt'
 
+  @property
+  def frozen_features_are_fixed(self) -> bool:
+    return False  # Its evaluation recomputes the query (the evaluator's reuse is wired for L2PModel's call).
+
   def __init__(self, *, prompt_pool: Callable = prompt_pool_lib.PromptPool,
                model: Callable = dualprompt_model.DualPromptModel, pull_coefficient: float = 1.0,
                use_label_mask: bool = True):

@@ -77,7 +77,7 @@ class L2P(base.Method):
   @property
   def frozen_features_are_fixed(self) -> bool:
     # The query comes from the frozen backbone's prompt-free pass: fixed while the backbone does not train.
-    return self._pool is not None and not self.model.train_backbone
+    return self._pool is not None and not getattr(self.model, 'train_backbone', False)
 
   def fixed_features(self, images) -> Optional[dict]:
     if self._pool is None:
