@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from l2p_tf.data import pipelines
+from l2p_tf.data import preprocessing
 from l2p_tf.data import sources
 from tests import test_util
 
@@ -145,6 +146,33 @@ class ErrorMessageTest(tf.test.TestCase):
       with self.assertRaisesRegex(RuntimeError,
                                   r"not_mnist.*t10k-images-idx3-ubyte.gz.*notmnist.*--tfds_manual_dir"):
         sources.get_builder('not_mnist', data_dir=data_dir, manual_dir=empty)
+
+
+class ConcatArrayPartsTest(tf.test.TestCase):
+  """The joint part of a multi-domain benchmark: its images become, through the input pipeline's preprocessing,
+  exactly the inputs each source part makes alone."""
+
+  def test_padded_rgb_rows_preprocess_like_the_original_rows(self):
+    rng = np.random.default_rng(0)
+    glyphs = sources.ArrayPart(images=rng.integers(0, 256, (6, 28, 28, 1), dtype=np.uint8),
+                               labels=np.arange(6, dtype=np.int64) + 10, indices=np.array([4, 1, 2]))
+    photos = sources.ArrayPart(images=rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8),
+                               labels=np.arange(5, dtype=np.int64), indices=np.array([3, 0]))
+    joint = sources.concat_array_parts([glyphs, photos])
+    self.assertEqual(joint.images.shape, (5, 32, 32, 3))
+    self.assertAllEqual(joint.indices, np.arange(5))
+    self.assertAllEqual(joint.labels[joint.indices], [14, 11, 12, 3, 0])
+    self.assertAllEqual(joint.images[3], photos.images[3])  # Already at the common geometry: unchanged.
+    self.assertAllEqual(joint.images[0, 2:30, 2:30, 1], glyphs.images[4, ..., 0])
+    self.assertEqual(int(joint.images[0, :2].max()), 0)  # Zero padding, centred.
+    for row, (part, original) in enumerate([(glyphs, 4), (glyphs, 1), (glyphs, 2), (photos, 3), (photos, 0)]):
+      source = tf.constant(part.images[original])
+      source = tf.image.grayscale_to_rgb(source) if part is glyphs else source
+      seed = tf.constant([7, row])
+      self.assertAllEqual(preprocessing.pad_crop_eval_preprocess(tf.constant(joint.images[row])),
+                          preprocessing.pad_crop_eval_preprocess(tf.constant(source)))
+      self.assertAllEqual(preprocessing.pad_crop_train_preprocess(tf.constant(joint.images[row]), seed),
+                          preprocessing.pad_crop_train_preprocess(tf.constant(source), seed))
 
 
 if __name__ == '__main__':

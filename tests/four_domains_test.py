@@ -42,6 +42,20 @@ def test_tasks_classes_and_the_seeded_notmnist_split(data_dir):
     benchmarks.four_domains(notmnist_test_fraction=1.5)
 
 
+def test_joint_upper_bound_trains_on_every_domain_at_one_geometry(data_dir):
+  limits = benchmarks.Limits(max_train_examples_per_task=300, max_eval_examples_per_task=50)
+  joint = benchmarks.four_domains(joint=True, limits=limits, data_dir=data_dir, manual_dir=test_util.SHARED_DATA)
+  tasks = benchmarks.four_domains(limits=limits, data_dir=data_dir, manual_dir=test_util.SHARED_DATA)
+  assert [t.classes for t in joint.tasks] == [tuple(range(40))]
+  assert joint.eval_names == tasks.eval_names
+  part = joint.train_part(0)
+  assert part.images.shape == (1200, 32, 32, 3)
+  labels = np.asarray(part.labels)[part.indices]
+  # Each domain's capped training rows, in task order, exactly as the sequential run trains them.
+  expected = np.concatenate([np.asarray(tasks.train_part(t).labels)[tasks.train_part(t).indices] for t in range(4)])
+  np.testing.assert_array_equal(labels, expected)
+
+
 def _data(data_dir):
   from l2p_tf.data import sources  # pylint: disable=g-import-not-at-top
   return sources.Data(data_dir, test_util.SHARED_DATA)

@@ -240,7 +240,7 @@ def sample_split_part(data: sources.Data, name: str, split_index: int, *, offset
 
 
 def four_domains(*, notmnist_test_fraction: float = 0.2, notmnist_split_seed: int = 0, mask: str = 'class',
-                 epochs: Union[int, float] = 5, seed: int = 0, limits: Limits = Limits(),
+                 epochs: Union[int, float] = 5, seed: int = 0, joint: bool = False, limits: Limits = Limits(),
                  preprocess: PreprocessConfig = PreprocessConfig(), data_dir: Optional[str] = None,
                  manual_dir: Optional[str] = None) -> segmented.SegmentedBenchmark:
   """Four domains, class-incremental: CIFAR-100 classes 0-9, MNIST, notMNIST, Fashion-MNIST; 10 classes each,
@@ -254,6 +254,9 @@ def four_domains(*, notmnist_test_fraction: float = 0.2, notmnist_split_seed: in
   Args:
     notmnist_test_fraction: share of the notMNIST sample held out for testing (0 < f < 1).
     notmnist_split_seed: seed of that split.
+    joint: the joint-training upper bound: one training segment holding every domain's training images (each
+      capped as its task would be; `sources.concat_array_parts` brings them to one geometry, which the pipeline
+      turns into the same inputs), evaluated on every domain's test set.
     mask, epochs, seed, limits, preprocess, data_dir, manual_dir: as `five_datasets`.
 
   Raises:
@@ -274,13 +277,17 @@ def four_domains(*, notmnist_test_fraction: float = 0.2, notmnist_split_seed: in
     return functools.partial(sources.array_part, data, source, split_index, classes=classes, offset=10 * t,
                              limit=limit, seed=seed + t)
 
-  return segmented.SegmentedBenchmark(
-      name='four_domains', num_classes=10 * len(names),
-      class_names=[f'{n}/{c}' for n in names for c in _FOUR_DOMAIN_NAMES[n]], tasks=tasks,
-      scenario='class_incremental', eval_names=list(names),
-      train_parts=[part(t, n, 0, limits.max_train_examples_per_task) for t, n in enumerate(names)],
-      eval_parts=[part(t, n, 1, limits.max_eval_examples_per_task) for t, n in enumerate(names)],
-      mask=mask, epochs=epochs, preprocess=preprocess)
+  train_parts = [part(t, n, 0, limits.max_train_examples_per_task) for t, n in enumerate(names)]
+  common = dict(name='four_domains', num_classes=10 * len(names),
+                class_names=[f'{n}/{c}' for n in names for c in _FOUR_DOMAIN_NAMES[n]], eval_names=list(names),
+                eval_parts=[part(t, n, 1, limits.max_eval_examples_per_task) for t, n in enumerate(names)],
+                mask=mask, epochs=epochs, preprocess=preprocess)
+  if joint:
+    every = tuple(c for task in tasks for c in task.classes)
+    return segmented.JointBenchmark(
+        tasks=[benchmark.Task(index=0, name='joint', classes=every)],
+        train_parts=[lambda: sources.concat_array_parts([p() for p in train_parts])], **common)
+  return segmented.SegmentedBenchmark(tasks=tasks, train_parts=train_parts, scenario='class_incremental', **common)
 
 
 def domainnet(*, protocol: str = 'domain_incremental', domains: Sequence[str] = DOMAINNET_DOMAINS,

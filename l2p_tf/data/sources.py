@@ -229,6 +229,32 @@ class ArrayPart:
     return int(len(self.indices))
 
 
+def concat_array_parts(parts: Sequence[ArrayPart]) -> ArrayPart:
+  """The rows of several array parts as one part, for data sets of different image geometry (the joint run of a
+  multi-domain benchmark). Smaller images are zero-padded, centred, to the largest height and width, and grayscale
+  becomes RGB by repeating the channel: the same image the input pipeline makes of each part alone, since its pad /
+  centre-crop (`tf.image.resize_with_crop_or_pad`, offsets (target - size) // 2) composes with this padding, and it
+  repeats a single channel the same way. Copies only the selected rows."""
+  height = max(p.images.shape[1] for p in parts)
+  width = max(p.images.shape[2] for p in parts)
+  channels = max(p.images.shape[3] if p.images.ndim == 4 else 1 for p in parts)
+  images, labels = [], []
+  for p in parts:
+    rows = p.images[p.indices]
+    if rows.ndim == 3:
+      rows = rows[..., None]
+    h, w = rows.shape[1:3]
+    top, left = (height - h) // 2, (width - w) // 2
+    rows = np.pad(rows, ((0, 0), (top, height - h - top), (left, width - w - left), (0, 0)))
+    if rows.shape[3] != channels:
+      rows = np.repeat(rows, channels, axis=3)
+    images.append(rows.astype(np.uint8, copy=False))
+    labels.append(np.asarray(p.labels)[p.indices].astype(np.int64))
+  total = sum(len(x) for x in labels)
+  return ArrayPart(images=np.concatenate(images), labels=np.concatenate(labels),
+                   indices=np.arange(total, dtype=np.int64))
+
+
 @dataclasses.dataclass(eq=False)
 class StreamPart:
   """Examples streamed from a tfds split, optionally restricted to some classes.
