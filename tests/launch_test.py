@@ -321,7 +321,8 @@ def test_shellcheck_passes_on_every_script():
   if not shellcheck:
     pytest.skip('shellcheck is not installed (apt-get install shellcheck; ./setup.sh installs it)')
   scripts = sorted(os.path.join(LAUNCH, f) for f in os.listdir(LAUNCH) if f.endswith('.sh'))
-  for extra in ('tools/python/venv_python.sh', 'setup.sh'):
+  tools = sorted(os.path.join('tools', f) for f in os.listdir(os.path.join(REPO, 'tools')) if f.endswith('.sh'))
+  for extra in ('tools/python/venv_python.sh', 'setup.sh', *tools):
     if os.path.exists(os.path.join(REPO, extra)):
       scripts.append(os.path.join(REPO, extra))
   assert len(scripts) >= 3
