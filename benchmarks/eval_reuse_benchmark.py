@@ -4,10 +4,11 @@ over a whole continual run: prints a table. Not a test.
     .venv/bin/python benchmarks/eval_reuse_benchmark.py                        # quickstart (ViT-mini), 5 tasks, mock data
     .venv/bin/python benchmarks/eval_reuse_benchmark.py --whole_runs --rounds=2 --eval_examples=1000
 
-Default (in-process A/B): one model, the run's evaluation sets with warm input pipelines, and two evaluators (reuse
-off / on); each of `--ab_rounds` rounds nudges the trainable variables (as training would), forgets the newest set's
-kept features (it is new to the run at its task's end), then times the evaluation of every set by each evaluator in
-turn: the last task's evaluation of a `--tasks`-task run. Medians are printed.
+Default (in-process A/B): one model, the run's evaluation sets and mixed streams with warm input pipelines, and
+two of the run's protocol evaluators (reuse off / on, the protocols of `config.Evaluation`). For each task t, each of
+`--ab_rounds` rounds nudges the trainable variables (as training would), forgets set t's kept features (it is new to
+the run at its task's end), then times the evaluation after task t (sets 0..t, every protocol) by each evaluator in
+turn. Medians per task are printed.
 
 `--whole_runs`:
 Each run is the product's own (`engine.loop.run` on `--gin_file`, default the quickstart: Split CIFAR-100's classes
@@ -46,7 +47,7 @@ _ROUNDS = flags.DEFINE_integer('rounds', 1, 'Rounds of (off, on) runs.')
 _JSON = flags.DEFINE_string('json_out', None, 'Write the per-run times here as JSON.')
 _WORKER = flags.DEFINE_string('worker', None, "Internal: run one configuration ('on' / 'off') and print its times.")
 _WHOLE = flags.DEFINE_bool('whole_runs', False, 'Time whole runs in subprocesses (default: the in-process A/B).')
-_AB_ROUNDS = flags.DEFINE_integer('ab_rounds', 5, 'In-process A/B: interleaved rounds.')
+_AB_ROUNDS = flags.DEFINE_integer('ab_rounds', 3, 'In-process A/B: interleaved rounds per task.')
 
 PREFIX = 'EVAL_REUSE_RESULT '
 
@@ -85,8 +86,9 @@ def run_once(reuse: bool) -> dict:
 
 
 def in_process_ab() -> None:
-  """The last task's evaluation of a T-task run (T sets: T - 1 seen before, one new), reuse off vs on, interleaved
-  in one process on one model and the same warm input pipelines."""
+  """Each task's evaluation of a T-task run under the configured protocols, reuse off vs on, interleaved in one
+  process on one model and the same warm input pipelines: after task t the sets 0..t are evaluated, set t new to the
+  run (its kept features are dropped before every timed evaluation), the earlier ones kept from before."""
   import gin  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -107,40 +109,44 @@ def in_process_ab() -> None:
     built = experiment_lib.build(spec, config_lib.Training(global_batch_size=64), strategy=strategy,
                                  data_dir=tempfile.mkdtemp(prefix='eval_reuse_'))
     built.prepare_data()
-    bench, method = built.benchmark, built.method
-    n = len(bench.eval_names)
-    sets = [strategy.distribute_datasets_from_function(
-        lambda ctx, i=i: bench.eval_dataset(i, ctx, global_batch_size=evaluation.batch_size or 64)) for i in range(n)]
-    off = evaluator_lib.Evaluator(strategy=strategy, method=method, selections=evaluation.selections)
-    on = evaluator_lib.Evaluator(strategy=strategy, method=method, selections=evaluation.selections,
-                                 reuse_fixed_features=True)
-    for i in range(n):  # Warm-up: traces, input pipelines, and the kept features of every set.
-      off.evaluate(sets[i])
-      on.evaluate(sets[i], key=i)
+    method, n = built.method, len(built.benchmark.tasks)
+    evaluators = {name: evaluator_lib.ProtocolEvaluator(
+        strategy=strategy, method=method, benchmark=built.benchmark, protocols=tuple(evaluation.protocols),
+        batch_size=evaluation.batch_size or 64, mixed_seed=evaluation.mixed_seed, reuse_fixed_features=reuse)
+                  for name, reuse in (('off', False), ('on', True))}
+    kept = evaluators['on'].evaluator._fixed  # pylint: disable=protected-access
+    for ev in evaluators.values():  # Warm-up: traces and the input pipelines of every set and of the mixed streams.
+      for t in range(n):
+        ev.evaluate_after(t, None)
+    kept.clear()
     rng = np.random.default_rng(0)
-    times = {'off': [], 'on': []}
+    times = {'off': [[] for _ in range(n)], 'on': [[] for _ in range(n)]}
     load_before = os.getloadavg()
-    for _ in range(_AB_ROUNDS.value):
-      for v in method.trainable_variables:  # "Training" between evaluations: prompts, keys and head change.
-        v.assign(v + 0.01 * rng.normal(size=v.shape).astype(np.float32))
-      on._fixed.pop(n - 1, None)  # pylint: disable=protected-access  # The newest task's set is new to the run.
-      results = {}
-      for name, ev in (('off', off), ('on', on)):
-        start = time.perf_counter()
-        results[name] = [ev.evaluate(sets[i], **({'key': i} if name == 'on' else {})) for i in range(n)]
-        times[name].append(time.perf_counter() - start)
-      assert [r[evaluation.selections[0]]['correct'] for r in results['off']] == [
-          r[evaluation.selections[0]]['correct'] for r in results['on']], 'reuse changed a prediction'
+    for t in range(n):
+      for _ in range(_AB_ROUNDS.value):
+        for v in method.trainable_variables:  # "Training" between evaluations: prompts, keys and head change.
+          v.assign(v + 0.01 * rng.normal(size=v.shape).astype(np.float32))
+        kept.pop(('set', t), None)  # Set t is new to the run at its task's end.
+        rows = {}
+        for name, ev in evaluators.items():
+          start = time.perf_counter()
+          rows[name] = ev.evaluate_after(t, None)
+          times[name][t].append(time.perf_counter() - start)
+        for p in evaluation.protocols:
+          np.testing.assert_array_equal(rows['off'][p].accuracy, rows['on'][p].accuracy,
+                                        err_msg=f'reuse changed the {p} accuracy after task {t + 1}')
     load_after = os.getloadavg()
-  a, b = statistics.median(times['off']), statistics.median(times['on'])
-  print(f'\n{_TASKS.value} evaluation sets of up to {_EVAL.value} test images, eval batch {evaluation.batch_size}, '
-        f'selections {tuple(evaluation.selections)}; {_AB_ROUNDS.value} interleaved rounds; load average before '
-        f'{load_before[0]:.1f}, after {load_after[0]:.1f}\n')
-  print('| evaluation after the last task | reuse off s (median) | reuse on s (median) | off / on |')
-  print('|---|---|---|---|')
-  print(f'| {n} sets ({n - 1} seen before, 1 new) | {a:.2f} | {b:.2f} | {a / b:.2f}x |')
-  print(f'\nper round, off: {[round(x, 2) for x in times["off"]]}, on: {[round(x, 2) for x in times["on"]]}; '
-        'correct counts identical in every round.')
+  print(f'\n{n} tasks, evaluation sets of up to {_EVAL.value} test images, eval batch {evaluation.batch_size}, '
+        f'protocols {tuple(evaluation.protocols)}; {_AB_ROUNDS.value} interleaved round(s) per task; load average '
+        f'before {load_before[0]:.1f}, after {load_after[0]:.1f}\n')
+  print('| after task | sets evaluated | eval s, reuse off (median) | eval s, reuse on (median) | off / on |')
+  print('|---|---|---|---|---|')
+  for t in range(n):
+    a, b = statistics.median(times['off'][t]), statistics.median(times['on'][t])
+    print(f'| {t + 1} | {t + 1} ({t} kept) | {a:.2f} | {b:.2f} | {a / b:.2f}x |')
+  total_off, total_on = sum(map(statistics.median, times['off'])), sum(map(statistics.median, times['on']))
+  print(f'| all | {n * (n + 1) // 2} | {total_off:.2f} | {total_on:.2f} | {total_off / total_on:.2f}x |')
+  print('\naccuracies identical with and without reuse in every protocol and round.')
 
 
 def _spawn(reuse: bool) -> dict:
