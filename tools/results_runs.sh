@@ -8,7 +8,8 @@
 # disjoint: CIFAR-100 classes 0-49 in 5 tasks; four_domains: CIFAR-100 0-9, MNIST, notMNIST, Fashion-MNIST.
 # validation: the learning-rate sweep of the prompt methods (0.003 and 0.03) on the disjoint protocol's validation
 # hold-out (10 % of each class's training images; no test image is read), over its first VALIDATION_TASKS tasks
-# (default 2) to fit a 2-core machine.
+# (default 2) to fit a 2-core machine. four_domains also runs the row l2p_task_mask
+# (experiments/four_domains_l2p_task_mask.gin).
 #
 # Environment: PYTHON (default .venv/bin/python), DATA (default ../shared/data), SEEDS (default 0,1,2), ROWS (default
 # every row of the protocol, space-separated names), TRAIN_CAP (default 2500 training images per task), EVAL_CAP
@@ -52,6 +53,9 @@ ALL_ROWS=(
   "coda_prompt ${CODA_LR:-0.03} $CODA"
   "l2p_plus_plus ${PLUS_LR:-0.03} $PLUS"
 )
+if [[ "$PROTOCOL" == four_domains ]]; then  # Each domain owns its prompts: does a test image's query find them?
+  ALL_ROWS=("${ALL_ROWS[0]}" "l2p_task_mask 0.03 $X/four_domains_l2p_task_mask.gin" "${ALL_ROWS[@]:1}")
+fi
 if [[ "$PROTOCOL" == validation ]]; then
   ALL_ROWS=()
   for lr in 0.003 0.03; do
@@ -89,4 +93,6 @@ for row in "${ALL_ROWS[@]}"; do
   read -r -a fields <<< "$row"
   if [[ -d "$OUT/${fields[0]}" ]]; then labels+=("${fields[0]}=$OUT/${fields[0]}"); fi
 done
-"$PYTHON" -m l2p_tf.summarize "${labels[@]}"
+bounds=()
+if [[ -d "$OUT/ft_seq_frozen" && -d "$OUT/joint_linear" ]]; then bounds=(--lower=ft_seq_frozen --upper=joint_linear); fi
+"$PYTHON" -m l2p_tf.summarize "${labels[@]}" "${bounds[@]}"
