@@ -114,11 +114,12 @@ def in_process_ab() -> None:
         strategy=strategy, method=method, benchmark=built.benchmark, protocols=tuple(evaluation.protocols),
         batch_size=evaluation.batch_size or 64, mixed_seed=evaluation.mixed_seed, reuse_fixed_features=reuse)
                   for name, reuse in (('off', False), ('on', True))}
-    kept = evaluators['on'].evaluator._fixed  # pylint: disable=protected-access
+    reusing = evaluators['on'].evaluator
     for ev in evaluators.values():  # Warm-up: traces and the input pipelines of every set and of the mixed streams.
       for t in range(n):
         ev.evaluate_after(t, None)
-    kept.clear()
+    for t in range(n):
+      reusing.forget(('set', t))
     rng = np.random.default_rng(0)
     times = {'off': [[] for _ in range(n)], 'on': [[] for _ in range(n)]}
     load_before = os.getloadavg()
@@ -126,7 +127,7 @@ def in_process_ab() -> None:
       for _ in range(_AB_ROUNDS.value):
         for v in method.trainable_variables:  # "Training" between evaluations: prompts, keys and head change.
           v.assign(v + 0.01 * rng.normal(size=v.shape).astype(np.float32))
-        kept.pop(('set', t), None)  # Set t is new to the run at its task's end.
+        reusing.forget(('set', t))  # Set t is new to the run at its task's end.
         rows = {}
         for name, ev in evaluators.items():
           start = time.perf_counter()

@@ -17,7 +17,9 @@ in replica order, which is how `strategy.distribute_datasets_from_function` hand
 step is the same set of examples for any number of workers.
 
 Evaluation pads each set up to a multiple of the global batch with `valid=False` examples, so every replica and every
-pipeline runs the same number of batches and every test example is counted exactly once.
+pipeline runs the same number of batches and every test example is counted exactly once. Every evaluation element,
+in a set's own batches or in the mixed stream, carries 'index': its position in its set's order (0 for padding), so
+per-example results kept from one evaluation of a set can be found again in any other stream of its examples.
 """
 
 from __future__ import annotations
@@ -187,8 +189,9 @@ def eval_rows(num_examples: int, global_batch_size: int, input_context) -> tuple
 def array_eval_dataset(part: sources.ArrayPart, *, input_context: Optional[tf.distribute.InputContext],
                        global_batch_size: int, preprocess: PreprocessConfig = PreprocessConfig(),
                        task: int = 0) -> tf.data.Dataset:
-  """Finite evaluation batches {'image', 'label', 'valid', 'task'}; see the module docstring for the padding.
-  `task` is the evaluation set's index, carried by every element (the evaluator counts per set)."""
+  """Finite evaluation batches {'image', 'label', 'valid', 'task', 'index'}; see the module docstring for the
+  padding and 'index'. `task` is the evaluation set's index, carried by every element (the evaluator counts per
+  set)."""
   if part.num_examples == 0:
     raise ValueError('evaluation set is empty')
   b, _, _ = _pipeline_geometry(input_context, global_batch_size)
@@ -197,11 +200,12 @@ def array_eval_dataset(part: sources.ArrayPart, *, input_context: Optional[tf.di
   images = tf.constant(part.images)
   labels = tf.constant(np.asarray(part.labels, np.int32))
 
-  def fn(row, ok):
+  def fn(row, ok, index):
     image = preprocess.eval(tf.gather(images, row))
-    return {'image': image, 'label': tf.gather(labels, row), 'valid': ok, 'task': tf.constant(task, tf.int32)}
+    return {'image': image, 'label': tf.gather(labels, row), 'valid': ok, 'task': tf.constant(task, tf.int32),
+            'index': index}
 
-  ds = tf.data.Dataset.from_tensor_slices((rows, valid))
+  ds = tf.data.Dataset.from_tensor_slices((rows, valid, pos.astype(np.int32)))
   return _finish(ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True), b)
 
 
@@ -273,9 +277,10 @@ def stream_eval_dataset(part: sources.StreamPart, *, input_context: Optional[tf.
     ds = ds.filter(lambda g, x: (g % global_batch_size) // (r * b) == p)
 
   def fn(g, x):
-    del g
     image = preprocess.eval(_decode(x[0]))
-    return {'image': image, 'label': tf.cast(x[1], tf.int32), 'valid': x[2], 'task': tf.constant(task, tf.int32)}
+    index = tf.cast(tf.where(x[2], g, tf.zeros_like(g)), tf.int32)  # Real examples come first, in file order.
+    return {'image': image, 'label': tf.cast(x[1], tf.int32), 'valid': x[2], 'task': tf.constant(task, tf.int32),
+            'index': index}
 
   return _finish(ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True), b)
 
@@ -292,18 +297,23 @@ def mixed_order(sizes: Sequence[int], seed: int) -> np.ndarray:
 
 
 def _set_elements(task: int, part: sources.Part, preprocess: PreprocessConfig, seed: int) -> tf.data.Dataset:
-  """One evaluation set's examples, unbatched and unpadded: {'image', 'label', 'valid', 'task'}; an in-memory set in
-  an order drawn from (seed, task), a streamed one in its file order."""
+  """One evaluation set's examples, unbatched and unpadded: {'image', 'label', 'valid', 'task', 'index'}; an
+  in-memory set in an order drawn from (seed, task), a streamed one in its file order; 'index' is the example's
+  position in the set's own evaluation order (`array_eval_dataset`, `stream_eval_dataset`)."""
   task_t = tf.constant(task, tf.int32)
   if isinstance(part, sources.ArrayPart):
-    rows = np.random.default_rng([seed, task]).permutation(np.asarray(part.indices, np.int64))
+    # The permutation of the positions orders the rows as permuting the rows themselves would (same draws).
+    order = np.random.default_rng([seed, task]).permutation(part.num_examples)
+    rows = np.asarray(part.indices, np.int64)[order]
     images, labels = tf.constant(part.images), tf.constant(np.asarray(part.labels, np.int32))
-    return tf.data.Dataset.from_tensor_slices(rows).map(
-        lambda r: {'image': preprocess.eval(tf.gather(images, r)), 'label': tf.gather(labels, r),
-                   'valid': tf.constant(True), 'task': task_t}, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  return part.records().take(part.num_examples).map(
-      lambda x: {'image': preprocess.eval(_decode(x['image'])), 'label': tf.cast(x['label'], tf.int32),
-                 'valid': tf.constant(True), 'task': task_t}, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return tf.data.Dataset.from_tensor_slices((rows, order.astype(np.int32))).map(
+        lambda r, i: {'image': preprocess.eval(tf.gather(images, r)), 'label': tf.gather(labels, r),
+                      'valid': tf.constant(True), 'task': task_t, 'index': i},
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return part.records().take(part.num_examples).enumerate().map(
+      lambda g, x: {'image': preprocess.eval(_decode(x['image'])), 'label': tf.cast(x['label'], tf.int32),
+                    'valid': tf.constant(True), 'task': task_t, 'index': tf.cast(g, tf.int32)},
+      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
 def mixed_eval_dataset(parts: Sequence[tuple[int, sources.Part]], *, seed: int,
@@ -317,7 +327,7 @@ def mixed_eval_dataset(parts: Sequence[tuple[int, sources.Part]], *, seed: int,
     input_context, global_batch_size, preprocess: as `array_eval_dataset`.
 
   Returns:
-    Finite batches {'image', 'label', 'valid', 'task'}: every example of every part exactly once, padded with
+    Finite batches {'image', 'label', 'valid', 'task', 'index'}: every example of every part exactly once, padded with
     `valid=False` examples to a multiple of the global batch.
   """
   if not parts:
@@ -334,7 +344,7 @@ def mixed_eval_dataset(parts: Sequence[tuple[int, sources.Part]], *, seed: int,
   # structure is refused by tf.data at iterator creation, on TF 2.x's dict flattening of the chosen stream).
   pad = tf.data.Dataset.range(padded - n).map(
       lambda _: {'image': tf.zeros((size, size, 3), tf.float32), 'label': tf.constant(0, tf.int32),
-                 'valid': tf.constant(False), 'task': tf.constant(pad_task, tf.int32)})
+                 'valid': tf.constant(False), 'task': tf.constant(pad_task, tf.int32), 'index': tf.constant(0, tf.int32)})
   sets = [_set_elements(k, part, preprocess, seed) for k, part in parts] + [pad]
   choice = np.concatenate([order, np.full(padded - n, len(parts), np.int64)])
   ds = tf.data.Dataset.choose_from_datasets(sets, tf.data.Dataset.from_tensor_slices(choice),

@@ -65,8 +65,10 @@ class Evaluation:
       set, as the official evaluation (which drops each set's last partial batch); False evaluates every one.
     reuse_fixed_features: compute each evaluation set's features of never-trained weights (L2P: the frozen
       backbone's [CLS] query) once per run and reuse them at its later evaluations, where the method says they are
-      fixed (`Method.frozen_features_are_fixed`); the results are those of recomputing. Kept on the device:
-      (examples, width) float32 per set (CIFAR-100's 10,000 test images x 768 for ViT-B: 31 MB).
+      fixed (`Method.frozen_features_are_fixed`), in every protocol: the mixed stream looks its examples up in
+      their sets' kept features; the results are those of recomputing. Kept on the device: (examples, width)
+      float32 per set (CIFAR-100's 10,000 test images x 768 for ViT-B: 31 MB), plus a host copy of each set for the
+      mixed stream's lookup table.
   """
   batch_size: Optional[int] = None
   protocols: Sequence[str] = ('official', 'per_sample', 'mixed')

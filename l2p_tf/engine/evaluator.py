@@ -29,14 +29,17 @@ Frozen work reused: when the method says its fixed features (L2P: the [CLS] quer
 (`Method.frozen_features_are_fixed`) and `reuse_fixed_features` is on, an evaluation of an evaluation set given a
 `key` computes them once per batch, keeps them on the device (per set: (N, D) float32 for L2P) and hands them to
 `predict` in every selection mode of this and each later evaluation of that set, so a set's query pass runs once per
-run instead of once per selection per evaluation (the mixed stream, different after every task, is not kept). The
+run instead of once per selection per evaluation. The mixed stream, a different shuffle after every task, finds its
+examples' kept features by their set ('task') and position in the set ('index', carried by every evaluation element):
+the kept per-batch features of each seen set are gathered once into a per-example table on the host (when this host
+holds every replica's results: one host, or TPU), stacked, placed on each replica and indexed inside the step. The
 predictions are those of recomputing.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -116,15 +119,22 @@ class Evaluator:
     self.set_masks = None if set_masks is None else np.asarray(set_masks, bool)
     self.num_sets = 1 if set_masks is None else len(self.set_masks)
     self.selections = tuple(selections) if self.pool_size else (selections[0],)
-    self._steps = {s: tf.function(self._make_step(s if self.pool_size else None)) for s in self.selections}
+    # reduce_retracing: a stacked feature table (mixed stream) grows with the seen sets.
+    self._steps = {s: tf.function(self._make_step(s if self.pool_size else None), reduce_retracing=True)
+                   for s in self.selections}
     self.reuse = bool(reuse_fixed_features) and method.frozen_features_are_fixed
     self._fixed = {}  # key -> [per-batch fixed features (per-replica values)], in the dataset's batch order.
+    self._positions = {}  # key -> [per-batch ((index, valid) host arrays per local replica) or None], as _fixed.
+    self._tables = {}  # key -> {name: (N, ...) host array in the set's order}, or None where it cannot be built.
     self._fixed_step = tf.function(lambda batch: strategy.run(method.fixed_features, args=(batch['image'],)))
 
   def _make_step(self, selection) -> Callable:
     num_sets, pool = self.num_sets, max(self.pool_size, 1)
 
-    def replica_fn(batch, masks, prompt_sets, fixed):
+    def replica_fn(batch, masks, prompt_sets, fixed, table, offsets):
+      if table is not None:  # Each example's row: its set's offset in the stacked table plus its place in the set.
+        rows = tf.gather(offsets, tf.cast(batch['task'], tf.int32)) + tf.cast(batch['index'], tf.int32)
+        fixed = tf.nest.map_structure(lambda t: tf.gather(t, rows), table)
       kwargs = {} if fixed is None else {'fixed': fixed}
       out = self.method.predict(batch['image'], valid=batch['valid'], selection=selection, **kwargs)
       valid = tf.cast(batch['valid'], tf.float32)
@@ -147,14 +157,15 @@ class Evaluator:
       per_set = lambda x: tf.math.unsorted_segment_sum(x, task, num_sets)
       return per_set(correct), per_set(til), per_set(valid), per_set(task_id), per_set(hist)
 
-    def step(batch, masks, prompt_sets, fixed=None):
-      per_replica = self.strategy.run(replica_fn, args=(batch, masks, prompt_sets, fixed))
+    def step(batch, masks, prompt_sets, fixed=None, table=None, offsets=None):
+      per_replica = self.strategy.run(replica_fn, args=(batch, masks, prompt_sets, fixed, table, offsets))
       return tuple(self.strategy.reduce(tf.distribute.ReduceOp.SUM, x, axis=None) for x in per_replica)
 
     return step
 
   def evaluate(self, dataset, *, task_prompts: Optional[np.ndarray] = None,
-               selections: Optional[Sequence[str]] = None, key=None) -> dict[str, dict]:
+               selections: Optional[Sequence[str]] = None, key=None,
+               tables: Optional[Mapping[int, dict]] = None) -> dict[str, dict]:
     """Evaluates one distributed dataset in every selection mode (or those of `selections`).
 
     Args:
@@ -164,10 +175,9 @@ class Evaluator:
       selections: a subset of `self.selections` (default: all).
       key: names the evaluation set for the reuse of its fixed features (module docstring; the dataset must give
         the same batches every time); None reuses nothing.
-
-    Args:
-      dataset: a distributed evaluation dataset (the same batches in the same order every time it is iterated).
-      key: names the evaluation set for the reuse of its fixed features (module docstring); None reuses nothing.
+      tables: {set index: `fixed_table`} covering every example of `dataset` (whose elements carry 'task' and
+        'index'), e.g. the mixed stream's seen sets: their features are looked up instead of computed. Not with
+        `key`.
 
     Returns:
       {selection: {'accuracy': percent, 'correct': int, 'count': int, 'prompt_histogram': np.ndarray (M,),
@@ -177,14 +187,18 @@ class Evaluator:
     masks = None if self.set_masks is None else tf.constant(self.set_masks)
     prompt_sets = tf.constant(task_prompts if task_prompts is not None else
                               np.zeros((self.num_sets, max(self.pool_size, 1)), bool))
+    if key is not None and tables is not None:
+      raise ValueError('evaluate takes a set key (its own kept features) or tables (looked up), not both.')
     fixed = self.fixed_features(dataset, key)
+    table, offsets = self._stacked(tables) if tables else (None, None)
     results = {}
     for selection in (selections or self.selections):
       sums = [np.zeros(self.num_sets, np.float64) for _ in COUNTS] + [
           np.zeros((self.num_sets, max(self.pool_size, 1)), np.float64)]
       batches = 0
       for batch in dataset:
-        out = self._steps[selection](batch, masks, prompt_sets, None if fixed is None else fixed[batches])
+        out = self._steps[selection](batch, masks, prompt_sets, None if fixed is None else fixed[batches],
+                                     table, offsets)
         batches += 1
         for acc, x in zip(sums, out):
           acc += x.numpy()
@@ -206,8 +220,64 @@ class Evaluator:
     if not self.reuse or key is None:
       return None
     if key not in self._fixed:
-      self._fixed[key] = [self._fixed_step(batch) for batch in dataset]
+      kept, positions = [], []
+      for batch in dataset:
+        kept.append(self._fixed_step(batch))
+        positions.append(self._local_positions(batch))
+      self._fixed[key], self._positions[key] = kept, positions
+      self._tables.pop(key, None)
     return self._fixed[key]
+
+  def fixed_table(self, dataset, key) -> Optional[dict]:
+    """Evaluation set `key`'s fixed features per example, {name: (N, ...) np.ndarray} in the order of the set's
+    'index' (computed on first use, as `fixed_features`). None without reuse, for batches without 'index', or where
+    this host does not hold every example's features (multi-worker)."""
+    if self.fixed_features(dataset, key) is None:
+      return None
+    if key not in self._tables:
+      self._tables[key] = self._build_table(key)
+    return self._tables[key]
+
+  def forget(self, key) -> None:
+    """Drops what is kept for evaluation set `key` (it is computed again at its next evaluation)."""
+    for kept in (self._fixed, self._positions, self._tables):
+      kept.pop(key, None)
+
+  def _local_positions(self, batch) -> Optional[tuple]:
+    if not isinstance(batch, Mapping) or 'index' not in batch or 'valid' not in batch:
+      return None
+    local = self.strategy.experimental_local_results
+    return tuple((i.numpy(), v.numpy()) for i, v in zip(local(batch['index']), local(batch['valid'])))
+
+  def _build_table(self, key) -> Optional[dict]:
+    positions = self._positions[key]
+    if not positions or any(p is None for p in positions):
+      return None
+    index, values = [], {}
+    for kept, per_replica in zip(self._fixed[key], positions):
+      local = {name: self.strategy.experimental_local_results(x) for name, x in kept.items()}
+      for r, (idx, ok) in enumerate(per_replica):
+        index.append(idx[ok])
+        for name, xs in local.items():
+          values.setdefault(name, []).append(xs[r].numpy()[ok])
+    index = np.concatenate(index)
+    if not np.array_equal(np.sort(index), np.arange(len(index))):
+      return None  # Not every example of the set (other hosts hold the rest), or positions repeated.
+    order = np.argsort(index, kind='stable')
+    return {name: np.concatenate(xs)[order] for name, xs in values.items()}
+
+  def _stacked(self, tables: Mapping[int, dict]) -> tuple:
+    """The sets' tables stacked in set order, as a value on every replica, and each set's first row."""
+    ids = sorted(tables)
+    offsets = np.zeros(self.num_sets, np.int32)
+    start = 0
+    for i in ids:
+      offsets[i] = start
+      start += len(next(iter(tables[i].values())))
+    stacked = {name: np.concatenate([tables[i][name] for i in ids]) for name in tables[ids[0]]}
+    table = self.strategy.experimental_distribute_values_from_function(
+        lambda ctx: {name: tf.constant(x) for name, x in stacked.items()})
+    return table, tf.constant(offsets)
 
 
 @dataclasses.dataclass
@@ -287,7 +357,7 @@ class ProtocolEvaluator:
       selection, stream = key
       if stream == 'mixed':
         per_set[key] = self.evaluator.evaluate(self._dataset(('mixed', tuple(seen))), task_prompts=prompts,
-                                               selections=(selection,))[selection]['per_set']
+                                               selections=(selection,), tables=self._tables(seen))[selection]['per_set']
       else:
         sums = None
         for i in seen:
@@ -296,6 +366,18 @@ class ProtocolEvaluator:
           sums = res if sums is None else {k: sums[k] + res[k] for k in sums}
         per_set[key] = sums
     return {p: self._row(per_set[self._key(p)], seen, prompts) for p in self.protocols}
+
+  def _tables(self, seen: Sequence[int]) -> Optional[dict[int, dict]]:
+    """The seen sets' kept feature tables for the mixed stream (each computed from its set on first use); None
+    without reuse or when one cannot be built here (the stream then computes its features)."""
+    if not self.evaluator.reuse:
+      return None
+    tables = {}
+    for i in seen:
+      tables[i] = self.evaluator.fixed_table(self._dataset(('set', i)), ('set', i))
+      if tables[i] is None:
+        return None
+    return tables
 
   def _key(self, protocol: str) -> tuple[str, str]:
     """(selection, stream) the protocol evaluates with this method (one mode for a method without a pool)."""
