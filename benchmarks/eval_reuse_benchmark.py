@@ -48,6 +48,8 @@ _JSON = flags.DEFINE_string('json_out', None, 'Write the per-run times here as J
 _WORKER = flags.DEFINE_string('worker', None, "Internal: run one configuration ('on' / 'off') and print its times.")
 _WHOLE = flags.DEFINE_bool('whole_runs', False, 'Time whole runs in subprocesses (default: the in-process A/B).')
 _AB_ROUNDS = flags.DEFINE_integer('ab_rounds', 3, 'In-process A/B: interleaved rounds per task.')
+_JIT = flags.DEFINE_enum('jit_compile', 'config', ['config', 'true', 'false'],
+                         "In-process A/B: XLA for the evaluation steps ('config': as the config's runs resolve it).")
 
 PREFIX = 'EVAL_REUSE_RESULT '
 
@@ -98,6 +100,7 @@ def in_process_ab() -> None:
   from l2p_tf.engine import config as config_lib  # pylint: disable=g-import-not-at-top
   from l2p_tf.engine import evaluator as evaluator_lib  # pylint: disable=g-import-not-at-top
   from l2p_tf.engine import experiment as experiment_lib  # pylint: disable=g-import-not-at-top
+  from l2p_tf.engine import precision  # pylint: disable=g-import-not-at-top
 
   gin_utils.parse(list(_GIN_FILE.value), [f'benchmarks.Limits.max_tasks = {_TASKS.value}',
                                           f'benchmarks.Limits.max_eval_examples_per_task = {_EVAL.value}',
@@ -110,14 +113,18 @@ def in_process_ab() -> None:
                                  data_dir=tempfile.mkdtemp(prefix='eval_reuse_'))
     built.prepare_data()
     method, n = built.method, len(built.benchmark.tasks)
+    # XLA as a run of this config resolves it for its train step (and hence its evaluation) on this device.
+    training = gin.get_configurable(config_lib.Training)()
+    setting = {'true': True, 'false': False}.get(_JIT.value, training.jit_compile)
+    jit = precision.resolve_jit_compile(setting, strategy,
+                                        getattr(getattr(method.model, 'dtype_policy', None), 'name', None))
     evaluators = {name: evaluator_lib.ProtocolEvaluator(
         strategy=strategy, method=method, benchmark=built.benchmark, protocols=tuple(evaluation.protocols),
-        batch_size=evaluation.batch_size or 64, mixed_seed=evaluation.mixed_seed, reuse_fixed_features=reuse)
-                  for name, reuse in (('off', False), ('on', True))}
+        batch_size=evaluation.batch_size or 64, mixed_seed=evaluation.mixed_seed, reuse_fixed_features=reuse,
+        jit_compile=jit) for name, reuse in (('off', False), ('on', True))}
     reusing = evaluators['on'].evaluator
-    for ev in evaluators.values():  # Warm-up: traces and the input pipelines of every set and of the mixed streams.
-      for t in range(n):
-        ev.evaluate_after(t, None)
+    for ev in evaluators.values():  # Warm-up: traces (and XLA compiles) and the input pipelines of every set.
+      ev.evaluate_after(n - 1, None)
     for t in range(n):
       reusing.forget(('set', t))
     rng = np.random.default_rng(0)
@@ -138,7 +145,8 @@ def in_process_ab() -> None:
                                         err_msg=f'reuse changed the {p} accuracy after task {t + 1}')
     load_after = os.getloadavg()
   print(f'\n{n} tasks, evaluation sets of up to {_EVAL.value} test images, eval batch {evaluation.batch_size}, '
-        f'protocols {tuple(evaluation.protocols)}; {_AB_ROUNDS.value} interleaved round(s) per task; load average '
+        f'XLA {"on" if jit else "off"}, protocols {tuple(evaluation.protocols)}; {_AB_ROUNDS.value} interleaved '
+        'round(s) per task; load average '
         f'before {load_before[0]:.1f}, after {load_after[0]:.1f}\n')
   print('| after task | sets evaluated | eval s, reuse off (median) | eval s, reuse on (median) | off / on |')
   print('|---|---|---|---|---|')

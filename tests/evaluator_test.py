@@ -161,10 +161,11 @@ def _toy_benchmark(sizes=(13, 9), streamed=False):
       eval_names=[t.name for t in tasks], preprocess=pipelines.PreprocessConfig(image_size=32, crop='pad'))
 
 
-@pytest.mark.parametrize('mirrored', [False, True])
-def test_every_protocol_reusing_kept_features_gives_the_results_of_recomputing(mirrored):
+@pytest.mark.parametrize('mirrored, jit', [(False, False), (True, False), (False, True)])
+def test_every_protocol_reusing_kept_features_gives_the_results_of_recomputing(mirrored, jit):
   # The official and per-sample sets reuse their own kept batches; the mixed stream, shuffled anew after every task,
-  # looks each example up in its set's table by ('task', 'index'). Nothing may change but the work.
+  # looks each example up in its set's table by ('task', 'index'). Nothing may change but the work, with XLA too
+  # (the query pass compiled on its own, then inside the whole prediction).
   strategy = test_util.mirrored_strategy() if mirrored else tf.distribute.OneDeviceStrategy('/cpu:0')
   with strategy.scope():
     vit = vit_lib.VisionTransformer(variant='tiny', image_size=32)
@@ -176,7 +177,7 @@ def test_every_protocol_reusing_kept_features_gives_the_results_of_recomputing(m
   bench = _toy_benchmark()
   make = lambda reuse: evaluator_lib.ProtocolEvaluator(
       strategy=strategy, method=method, benchmark=bench, protocols=evaluator_lib.PROTOCOLS,
-      batch_size=4 * strategy.num_replicas_in_sync, reuse_fixed_features=reuse)
+      batch_size=4 * strategy.num_replicas_in_sync, reuse_fixed_features=reuse, jit_compile=jit)
   reusing, plain = make(True), make(False)
   calls = []
   compute = reusing.evaluator._fixed_step  # pylint: disable=protected-access

@@ -103,11 +103,13 @@ class Evaluator:
       task-incremental mask (task-incremental = class-incremental).
     reuse_fixed_features: keep each keyed evaluation set's fixed features for later evaluations (module docstring);
       used only when the method's `frozen_features_are_fixed`.
+    jit_compile: XLA-compile the per-replica evaluation step and fixed-feature pass (a run passes its train step's
+      resolved setting: on this repository's 2-core CPU, XLA halved the quickstart's evaluation time).
   """
 
   def __init__(self, *, strategy: tf.distribute.Strategy, method: method_base.Method,
                selections: Sequence[str] = ('batchwise',), set_masks: Optional[np.ndarray] = None,
-               reuse_fixed_features: bool = False):
+               reuse_fixed_features: bool = False, jit_compile: bool = False):
     if not selections:
       raise ValueError('selections must name at least one prompt-selection mode, got an empty sequence.')
     for s in selections:
@@ -119,6 +121,7 @@ class Evaluator:
     self.set_masks = None if set_masks is None else np.asarray(set_masks, bool)
     self.num_sets = 1 if set_masks is None else len(self.set_masks)
     self.selections = tuple(selections) if self.pool_size else (selections[0],)
+    self.jit_compile = bool(jit_compile)
     # reduce_retracing: a stacked feature table (mixed stream) grows with the seen sets.
     self._steps = {s: tf.function(self._make_step(s if self.pool_size else None), reduce_retracing=True)
                    for s in self.selections}
@@ -126,7 +129,8 @@ class Evaluator:
     self._fixed = {}  # key -> [per-batch fixed features (per-replica values)], in the dataset's batch order.
     self._positions = {}  # key -> [per-batch ((index, valid) host arrays per local replica) or None], as _fixed.
     self._tables = {}  # key -> {name: (N, ...) host array in the set's order}, or None where it cannot be built.
-    self._fixed_step = tf.function(lambda batch: strategy.run(method.fixed_features, args=(batch['image'],)))
+    fixed_fn = tf.function(method.fixed_features, jit_compile=True) if self.jit_compile else method.fixed_features
+    self._fixed_step = tf.function(lambda batch: strategy.run(fixed_fn, args=(batch['image'],)))
 
   def _make_step(self, selection) -> Callable:
     num_sets, pool = self.num_sets, max(self.pool_size, 1)
@@ -157,15 +161,17 @@ class Evaluator:
       per_set = lambda x: tf.math.unsorted_segment_sum(x, task, num_sets)
       return per_set(correct), per_set(til), per_set(valid), per_set(task_id), per_set(hist)
 
+    replica = tf.function(replica_fn, jit_compile=True) if self.jit_compile else replica_fn
+
     def step(batch, masks, prompt_sets, fixed=None, table=None, offsets=None):
-      per_replica = self.strategy.run(replica_fn, args=(batch, masks, prompt_sets, fixed, table, offsets))
+      per_replica = self.strategy.run(replica, args=(batch, masks, prompt_sets, fixed, table, offsets))
       return tuple(self.strategy.reduce(tf.distribute.ReduceOp.SUM, x, axis=None) for x in per_replica)
 
     return step
 
   def evaluate(self, dataset, *, task_prompts: Optional[np.ndarray] = None,
                selections: Optional[Sequence[str]] = None, key=None,
-               tables: Optional[Mapping[int, dict]] = None) -> dict[str, dict]:
+               tables: Optional[Mapping[int, dict]] = None, table_rows: int = 0) -> dict[str, dict]:
     """Evaluates one distributed dataset in every selection mode (or those of `selections`).
 
     Args:
@@ -178,6 +184,8 @@ class Evaluator:
       tables: {set index: `fixed_table`} covering every example of `dataset` (whose elements carry 'task' and
         'index'), e.g. the mixed stream's seen sets: their features are looked up instead of computed. Not with
         `key`.
+      table_rows: pad the stacked tables to this many rows (one shape for every evaluation of a run: one compiled
+        step under XLA, not one per number of seen sets).
 
     Returns:
       {selection: {'accuracy': percent, 'correct': int, 'count': int, 'prompt_histogram': np.ndarray (M,),
@@ -190,7 +198,7 @@ class Evaluator:
     if key is not None and tables is not None:
       raise ValueError('evaluate takes a set key (its own kept features) or tables (looked up), not both.')
     fixed = self.fixed_features(dataset, key)
-    table, offsets = self._stacked(tables) if tables else (None, None)
+    table, offsets = self._stacked(tables, table_rows) if tables else (None, None)
     results = {}
     for selection in (selections or self.selections):
       sums = [np.zeros(self.num_sets, np.float64) for _ in COUNTS] + [
@@ -266,15 +274,17 @@ class Evaluator:
     order = np.argsort(index, kind='stable')
     return {name: np.concatenate(xs)[order] for name, xs in values.items()}
 
-  def _stacked(self, tables: Mapping[int, dict]) -> tuple:
-    """The sets' tables stacked in set order, as a value on every replica, and each set's first row."""
+  def _stacked(self, tables: Mapping[int, dict], rows: int = 0) -> tuple:
+    """The sets' tables stacked in set order (zero rows after them up to `rows`), as a value on every replica, and
+    each set's first row."""
     ids = sorted(tables)
     offsets = np.zeros(self.num_sets, np.int32)
     start = 0
     for i in ids:
       offsets[i] = start
       start += len(next(iter(tables[i].values())))
-    stacked = {name: np.concatenate([tables[i][name] for i in ids]) for name in tables[ids[0]]}
+    pad = lambda x: np.concatenate([x, np.zeros((rows - len(x),) + x.shape[1:], x.dtype)]) if rows > len(x) else x
+    stacked = {name: pad(np.concatenate([tables[i][name] for i in ids])) for name in tables[ids[0]]}
     table = self.strategy.experimental_distribute_values_from_function(
         lambda ctx: {name: tf.constant(x) for name, x in stacked.items()})
     return table, tf.constant(offsets)
@@ -310,11 +320,12 @@ class ProtocolEvaluator:
       stream holds the same examples.
     mixed_seed: the mixed stream's shuffle seed.
     reuse_fixed_features: keep each evaluation set's fixed features for later evaluations (`Evaluator`).
+    jit_compile: XLA-compile the evaluation steps (`Evaluator`).
   """
 
   def __init__(self, *, strategy: tf.distribute.Strategy, method: method_base.Method, benchmark,
                protocols: Sequence[str], batch_size: int, drop_remainder_of: Optional[int] = None,
-               mixed_seed: int = 0, reuse_fixed_features: bool = False):
+               mixed_seed: int = 0, reuse_fixed_features: bool = False, jit_compile: bool = False):
     check_protocols(protocols, protocols[0] if protocols else '')
     self.strategy, self.method, self.bench = strategy, method, benchmark
     self.protocols = tuple(protocols)
@@ -324,8 +335,9 @@ class ProtocolEvaluator:
     selections = sorted({PROTOCOL_SETTINGS[p][0] for p in self.protocols}, key=SELECTIONS.index)
     self.evaluator = Evaluator(strategy=strategy, method=method, selections=selections,
                                set_masks=class_masks(self.set_classes, benchmark.num_classes),
-                               reuse_fixed_features=reuse_fixed_features)
+                               reuse_fixed_features=reuse_fixed_features, jit_compile=jit_compile)
     self._datasets = {}
+    self._table_rows = 0  # Rows of every evaluation set together: the mixed stream's table, one shape per run.
 
   def _dataset(self, key):
     if key not in self._datasets:
@@ -357,7 +369,8 @@ class ProtocolEvaluator:
       selection, stream = key
       if stream == 'mixed':
         per_set[key] = self.evaluator.evaluate(self._dataset(('mixed', tuple(seen))), task_prompts=prompts,
-                                               selections=(selection,), tables=self._tables(seen))[selection]['per_set']
+                                               selections=(selection,), tables=self._tables(seen),
+                                               table_rows=self._table_rows)[selection]['per_set']
       else:
         sums = None
         for i in seen:
@@ -377,7 +390,13 @@ class ProtocolEvaluator:
       tables[i] = self.evaluator.fixed_table(self._dataset(('set', i)), ('set', i))
       if tables[i] is None:
         return None
+    if not self._table_rows:
+      self._table_rows = sum(self._kept_examples(i) for i in range(len(self.bench.eval_names)))
     return tables
+
+  def _kept_examples(self, i: int) -> int:
+    n = self.bench.num_eval_examples(i)
+    return n // self.drop_remainder_of * self.drop_remainder_of if self.drop_remainder_of else n
 
   def _key(self, protocol: str) -> tuple[str, str]:
     """(selection, stream) the protocol evaluates with this method (one mode for a method without a pool)."""

@@ -132,7 +132,8 @@ class ContinualRun:
     self.evals = evaluator_lib.ProtocolEvaluator(  # The protocols, side by side (engine/evaluator.py).
         strategy=strategy, method=self.method, benchmark=self.bench, protocols=evaluation.protocols,
         batch_size=self.eval_batch_size, drop_remainder_of=self.eval_drop_remainder_of,
-        mixed_seed=evaluation.mixed_seed, reuse_fixed_features=evaluation.reuse_fixed_features)
+        mixed_seed=evaluation.mixed_seed, reuse_fixed_features=evaluation.reuse_fixed_features,
+        jit_compile=self.trainer.jit_compile)  # XLA where the train step uses it (engine/precision.py).
     self.reporter = reporting.Reporter(model_dir=model_dir, chief=writes, summary_root=summary_root, built=built,
                                        run_info=reporting.run_info(built, config_hash))
     self.record = reporting.EvalRecord.create(evaluation.protocols, evaluation.primary, built.num_tasks,
