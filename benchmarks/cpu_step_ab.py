@@ -35,9 +35,11 @@ _ROUNDS = flags.DEFINE_integer('rounds', 20, 'Timed rounds (one step of every ro
 _DEVICE_LOOP = flags.DEFINE_integer('device_loop', 0, 'Also time device loops of this many steps (0: no).')
 
 
-def einsum_attention_call(self, x, training=False):
-  """The attention as it was computed before (einsums; same variables, same values)."""
+def einsum_attention_call(self, x, training=False, prefix=None):
+  """The attention as it was computed before (einsums; same variables, same values). L2P's prompts are tokens, not
+  prefixes, so the `prefix` argument the encoder blocks pass is always None here."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  assert prefix is None, 'the einsum reference has no prefix attention'
   q = self.query(x) * tf.cast(1.0 / math.sqrt(self.head_dim), x.dtype)
   k = self.key(x)
   v = self.value(x)

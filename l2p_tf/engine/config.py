@@ -32,8 +32,8 @@ class Training:
       frozen backbone's, computed for the norm only: the official code); see `engine/clipping.py`.
     reset_optimizer_per_task: zero the optimizer's step and moments at the start of each task.
     precision: 'float32', 'mixed_bfloat16' or 'auto' (mixed_bfloat16 on TPU / GPU, float32 on CPU).
-    jit_compile: XLA-compile the per-replica step: True, False or 'auto' (on GPU, and on CPU for float32; see
-      `precision.resolve_jit_compile`).
+    jit_compile: XLA-compile the per-replica train step, and the evaluation steps with it: True, False or 'auto'
+      (on GPU, and on CPU for float32; see `precision.resolve_jit_compile`).
     deterministic_ops: TensorFlow's op determinism (bit-exact reruns on GPU; CPU is deterministic anyway).
   """
   global_batch_size: int = 128
