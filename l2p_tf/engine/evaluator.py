@@ -122,7 +122,7 @@ class Evaluator:
     self.num_sets = 1 if set_masks is None else len(self.set_masks)
     self.selections = tuple(selections) if self.pool_size else (selections[0],)
     self.jit_compile = bool(jit_compile)
-    # reduce_retracing: a stacked feature table (mixed stream) grows with the seen sets.
+    # reduce_retracing: a stacked feature table given without `table_rows` changes shape with the seen sets.
     self._steps = {s: tf.function(self._make_step(s if self.pool_size else None), reduce_retracing=True)
                    for s in self.selections}
     self.reuse = bool(reuse_fixed_features) and method.frozen_features_are_fixed
